@@ -1,0 +1,25 @@
+"""The `corpus-nlp` command: one Typer app, one sub-command per job."""
+
+from __future__ import annotations
+
+import typer
+
+from jobs import annotate
+
+app = typer.Typer(
+    name="corpus-nlp",
+    help="Bulk spaCy annotation of Parquet corpora on Ray.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("annotate")(annotate.command)
+
+
+@app.callback()
+def main() -> None:
+    """Bulk spaCy annotation of Parquet corpora on Ray."""
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,159 @@
+"""The annotation operator: Arrow batch of (id, text[, path]) in, one annotated row per document out.
+
+Ray Data runs one instance per actor (jobs/annotate.py); tests call it directly. It holds one
+spaCy pipeline, loaded once in __init__, inside the process that uses it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from . import errors
+from .config import AnnotateConfig
+from .extract import DocumentResult, SegmentAnnotations, annotate_segment, build_annotated_table
+from .pipeline import Pipeline, load_pipeline
+from .segment import segment_bounds
+
+log = logging.getLogger(__name__)
+
+PATH_COLUMN = "path"  # what Ray Data's read_parquet(include_paths=True) adds
+MAX_ERROR_CHARS = 2_000
+
+
+@dataclass(frozen=True)
+class _Unit:
+    doc: int  # index of the document in the batch
+    offset: int  # char offset of this segment in the document's text
+    text: str
+
+
+class Annotator:
+    """`Annotator(config)(batch) -> annotated batch` (schema: operators.schema.annotated_schema)."""
+
+    def __init__(self, config: AnnotateConfig, use_gpu: bool = False):
+        self.config = config
+        self.pipeline: Pipeline = load_pipeline(config.model, use_gpu=use_gpu, max_wordpieces=config.max_wordpieces)
+        self.segment_chars = min(config.segment_chars, self.pipeline.nlp.max_length)
+        # segments of long texts are piped in groups of at most this many chars, so one huge
+        # document becomes many bounded batches rather than one enormous one
+        self.group_chars = 2 * self.segment_chars
+        # tests inject faults here: called with the texts of every nlp.pipe call before it runs
+        self.before_pipe: Callable[[list[str]], None] | None = None
+
+    @property
+    def model_id(self) -> str:
+        return self.pipeline.model_id
+
+    @property
+    def vector_width(self) -> int:
+        return self.pipeline.vector_width
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        self.pipeline.ensure_device()
+        texts, text_errors = decode_texts(batch.column(self.config.text_column), self.config.text_column)
+        if PATH_COLUMN in batch.column_names:
+            sources = batch.column(PATH_COLUMN).combine_chunks().cast(pa.string())
+        else:
+            sources = pa.nulls(batch.num_rows, pa.string())
+        results = self.annotate_texts(texts, text_errors)
+        doc_ids = batch.column(self.config.id_column).combine_chunks()
+        return build_annotated_table(doc_ids, sources, results, self.pipeline)
+
+    def annotate_texts(self, texts: list[str | None], text_errors: list[str | None] | None = None) -> list[DocumentResult]:
+        text_errors = text_errors or [None] * len(texts)
+        units: list[_Unit] = []
+        for i, (text, problem) in enumerate(zip(texts, text_errors)):
+            if problem is None and text is not None:
+                bounds = segment_bounds(text, self.segment_chars, self.pipeline.sentence_starts)
+                units.extend(_Unit(i, a, text[a:b]) for a, b in bounds)
+        annotated: list[SegmentAnnotations | str] = []
+        for group in _groups(units, self.config.batch_size, self.group_chars):
+            annotated.extend(self._annotate_units(group))
+
+        segments: list[list[SegmentAnnotations]] = [[] for _ in texts]
+        failures: list[str | None] = list(text_errors)
+        for i, text in enumerate(texts):
+            if text is None and failures[i] is None:
+                failures[i] = "text is null"
+        for unit, result in zip(units, annotated):
+            if isinstance(result, str):
+                failures[unit.doc] = failures[unit.doc] or result
+            else:
+                segments[unit.doc].append(result)
+        return [
+            DocumentResult(n_chars=len(text or ""), segments=[] if failure else segs, error=failure)
+            for text, segs, failure in zip(texts, segments, failures)
+        ]
+
+    def _annotate_units(self, units: list[_Unit]) -> list[SegmentAnnotations | str]:
+        """Pipe `units`; if the batch fails (bad document, out of memory), halve it and retry.
+
+        A document that fails on its own becomes an error string; the others are annotated.
+        """
+        texts = [u.text for u in units]
+        try:
+            if self.before_pipe is not None:
+                self.before_pipe(texts)
+            docs = list(self.pipeline.nlp.pipe(texts, batch_size=len(texts)))
+        except Exception as exc:  # recorded per document below, never swallowed
+            if len(units) == 1:
+                log.warning("document failed: %s", describe(exc))
+                return [describe(exc)]
+            log.info("batch of %d failed (%s); retrying in halves", len(units), describe(exc))
+            mid = len(units) // 2
+            return self._annotate_units(units[:mid]) + self._annotate_units(units[mid:])
+        out: list[SegmentAnnotations | str] = []
+        for unit, doc in zip(units, docs):
+            try:
+                out.append(annotate_segment(self.pipeline, doc, unit.offset, self.config.pooling))
+            except Exception as exc:  # recorded as this document's error
+                log.warning("extraction failed: %s", describe(exc))
+                out.append(describe(exc))
+        return out
+
+
+def describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def decode_texts(column: pa.ChunkedArray, name: str) -> tuple[list[str | None], list[str | None]]:
+    """Python strings from a string or binary column; undecodable binary becomes a per-row error."""
+    type_ = column.type
+    if pa.types.is_string(type_) or pa.types.is_large_string(type_) or pa.types.is_string_view(type_):
+        return column.to_pylist(), [None] * len(column)
+    if not (pa.types.is_binary(type_) or pa.types.is_large_binary(type_) or pa.types.is_binary_view(type_)):
+        raise errors.bad_text_type(name, type_)
+    texts: list[str | None] = []
+    problems: list[str | None] = []
+    for value in column.to_pylist():
+        if value is None:
+            texts.append(None)
+            problems.append(None)
+            continue
+        try:
+            texts.append(value.decode("utf-8"))
+            problems.append(None)
+        except UnicodeDecodeError as exc:
+            texts.append(None)
+            problems.append(f"text is not valid UTF-8: byte {exc.start} ({value[exc.start:exc.start + 1]!r}) {exc.reason}")
+    return texts, problems
+
+
+def _groups(units: list[_Unit], max_units: int, max_chars: int) -> list[list[_Unit]]:
+    groups: list[list[_Unit]] = []
+    current: list[_Unit] = []
+    chars = 0
+    for unit in units:
+        if current and (len(current) >= max_units or chars + len(unit.text) > max_chars):
+            groups.append(current)
+            current, chars = [], 0
+        current.append(unit)
+        chars += len(unit.text)
+    if current:
+        groups.append(current)
+    return groups

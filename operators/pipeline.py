@@ -1,0 +1,235 @@
+"""Load one spaCy pipeline and prepare it so its shared embedding can also give sentence vectors.
+
+What preparation does, by embedding kind:
+- spacy-transformers `Transformer`: sentence boundaries are set before it (a sentencizer goes first
+  unless a component before the transformer already sets them), its spans follow sentences and
+  are capped at `max_wordpieces` (a sentence longer than that is split at token boundaries, as
+  spaCy's documented custom span getter does, but counting wordpieces, not tokens), and a guard
+  splits the rare token whose UTF-8 bytes alone exceed the cap, so no wordpiece is ever dropped.
+- spacy-curated-transformers `CuratedTransformer` (en_core_web_trf 3.8): kept as it is. It
+  windows over pieces with strided spans, which never truncate.
+- `Tok2Vec`: kept as it is; a sentencizer is added only when nothing sets sentence boundaries.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import spacy
+from spacy.language import Language
+from spacy.pipeline import Sentencizer
+from spacy.tokens import Doc, Span
+
+from . import errors
+
+EmbeddingKind = Literal["transformer", "curated_transformer", "tok2vec"]
+
+SPANS_KEY = "corpus_nlp.spans"  # doc.user_data: (n_spans, 2) token ranges the transformer ran on
+GUARD_NAME = "corpus_nlp_split_long_tokens"
+
+
+@dataclass
+class Pipeline:
+    nlp: Language
+    name: str  # what the user asked for
+    model_id: str  # "<lang>_<name>-<version>", recorded in every output row and file
+    embedding: EmbeddingKind
+    embedding_component: str
+    vector_width: int
+    use_gpu: bool
+    span_getter: CappedSentenceSpans | None = None  # spacy-transformers pipelines only
+    annotates: dict[str, bool] = field(default_factory=dict)  # TAG, POS, LEMMA, DEP, ENT_IOB -> bool
+    _device_thread: int = field(default_factory=threading.get_ident, repr=False)
+
+    def ensure_device(self) -> None:
+        """thinc's current ops and cupy's device are per thread: re-select the GPU in a new thread.
+
+        Ray may call an actor's methods from a thread other than the one that ran __init__.
+        """
+        if self.use_gpu and threading.get_ident() != self._device_thread:
+            spacy.require_gpu(0)
+            self._device_thread = threading.get_ident()
+
+    def sentence_starts(self, text: str) -> list[int]:
+        """Char offsets where a rule-based sentencizer starts a sentence in `text` (0 excluded)."""
+        doc = _SENTENCIZER(self.nlp.tokenizer(text))
+        return [tok.idx for tok in doc if tok.is_sent_start and tok.i > 0]
+
+
+_SENTENCIZER = Sentencizer()
+
+
+def load_pipeline(name: str, *, use_gpu: bool, max_wordpieces: int) -> Pipeline:
+    """Load `name` (package or path) once, on this process's GPU when `use_gpu`, and prepare it."""
+    if use_gpu:
+        try:
+            spacy.require_gpu(0)
+        except Exception as exc:  # cupy missing or no CUDA device: say what to install
+            raise errors.gpu_unavailable(exc) from exc
+    try:
+        nlp = spacy.load(name)
+    except (OSError, ImportError) as exc:
+        raise errors.model_not_found(name, exc) from exc
+
+    kind, component = _find_embedding(nlp, name)
+    span_getter = None
+    if kind == "transformer":
+        _ensure_sentences_before(nlp, component)
+        trf_model = nlp.get_pipe(component).model
+        tokenizer = trf_model.tokenizer
+        cap = min(max_wordpieces, int(tokenizer.model_max_length))
+        span_getter = CappedSentenceSpans(tokenizer, cap)
+        trf_model.attrs["get_spans"] = span_getter
+        nlp.add_pipe(GUARD_NAME, first=True, config={"max_bytes": span_getter.budget})
+    elif not any(_sets_sentences(nlp, n) for n in nlp.pipe_names):
+        nlp.add_pipe("sentencizer", first=True)
+
+    meta = nlp.meta
+    pipeline = Pipeline(
+        nlp=nlp,
+        name=name,
+        model_id=f"{meta.get('lang', 'xx')}_{meta.get('name', 'pipeline')}-{meta.get('version', '0.0.0')}",
+        embedding=kind,
+        embedding_component=component,
+        vector_width=0,
+        use_gpu=use_gpu,
+        span_getter=span_getter,
+    )
+    # One warm-up document: proves the pipeline runs, and tells the embedding width and which
+    # token attributes it annotates (the others are written as nulls, not as empty strings).
+    from .pooling import pool_sentences  # local import: pooling imports this module's types
+
+    probe = nlp("Corpus annotation starts here. It runs in Berlin.")
+    vectors, _ = pool_sentences(pipeline, probe, "mean")
+    pipeline.vector_width = int(vectors.shape[1])
+    pipeline.annotates = {attr: probe.has_annotation(attr) for attr in ("TAG", "POS", "LEMMA", "DEP", "ENT_IOB")}
+    return pipeline
+
+
+def _find_embedding(nlp: Language, name: str) -> tuple[EmbeddingKind, str]:
+    found: dict[str, str] = {}
+    for comp_name, proc in nlp.pipeline:
+        kind = _embedding_kind(proc)
+        if kind and kind not in found:
+            found[kind] = comp_name
+    for kind in ("transformer", "curated_transformer", "tok2vec"):
+        if kind in found:
+            return kind, found[kind]  # type: ignore[return-value]
+    raise errors.no_shared_embedding(name, nlp.pipe_names)
+
+
+def _embedding_kind(proc: Any) -> EmbeddingKind | None:
+    cls = type(proc)
+    module = cls.__module__
+    if module.startswith("spacy_transformers") and cls.__name__ == "Transformer":
+        return "transformer"
+    if module.startswith("spacy_curated_transformers") and cls.__name__ == "CuratedTransformer":
+        return "curated_transformer"
+    from spacy.pipeline import Tok2Vec
+
+    if isinstance(proc, Tok2Vec):
+        return "tok2vec"
+    return None
+
+
+def _sets_sentences(nlp: Language, comp_name: str) -> bool:
+    return "token.is_sent_start" in nlp.get_pipe_meta(comp_name).assigns
+
+
+def _ensure_sentences_before(nlp: Language, component: str) -> None:
+    before = nlp.pipe_names[: nlp.pipe_names.index(component)]
+    if not any(_sets_sentences(nlp, n) for n in before):
+        nlp.add_pipe("sentencizer", first=True)
+
+
+class CappedSentenceSpans:
+    """spacy-transformers span getter: one span per sentence, none longer than `max_wordpieces`.
+
+    A sentence whose wordpieces (plus the model's special tokens) exceed the cap is split at token
+    boundaries. Every piece covers at least one UTF-8 byte, so a sentence of at most `budget` bytes
+    cannot exceed the cap and is not tokenized here at all: only long sentences pay for counting.
+    The spans used are recorded in doc.user_data[SPANS_KEY] for pooling.
+    """
+
+    def __init__(self, tokenizer: Any, max_wordpieces: int):
+        n_special = int(tokenizer.num_special_tokens_to_add(pair=False))
+        self.tokenizer = tokenizer
+        self.max_wordpieces = max_wordpieces
+        # one piece of slack: a sentencepiece word may start with a lone "▁" piece
+        self.budget = max_wordpieces - n_special - 1
+        if self.budget < 4:
+            raise errors.ConfigError(f"max_wordpieces={max_wordpieces} leaves no room for text; use at least 16")
+
+    def __call__(self, docs: list[Doc]) -> list[list[Span]]:
+        return [self.doc_spans(doc) for doc in docs]
+
+    def doc_spans(self, doc: Doc) -> list[Span]:
+        spans: list[Span] = []
+        for sent in doc.sents:
+            if len(sent.text.encode("utf-8")) <= self.budget:
+                spans.append(sent)
+            else:
+                spans.extend(self._split(sent))
+        doc.user_data[SPANS_KEY] = np.array([(s.start, s.end) for s in spans], dtype=np.int64).reshape(-1, 2)
+        return spans
+
+    def _split(self, sent: Span) -> list[Span]:
+        encoding = self.tokenizer(sent.text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = np.asarray(encoding["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+        starts = np.array([t.idx - sent.start_char for t in sent], dtype=np.int64)
+        # each piece belongs to the token its first char falls in
+        owner = np.searchsorted(starts, offsets[:, 0], side="right") - 1
+        pieces = np.bincount(owner.clip(0), minlength=len(sent))
+        limit = self.budget - 2  # a split start can tokenize a piece or two differently
+        spans: list[Span] = []
+        start, used = 0, 0
+        for i, n in enumerate(pieces.tolist()):
+            if used + n > limit and i > start:
+                spans.append(sent[start:i])
+                start, used = i, 0
+            used += n
+        spans.append(sent[start:])
+        return spans
+
+
+@Language.factory(GUARD_NAME, default_config={"max_bytes": 250})
+def make_long_token_guard(nlp: Language, name: str, max_bytes: int):
+    return LongTokenGuard(max_bytes)
+
+
+class LongTokenGuard:
+    """Split any token longer than `max_bytes` UTF-8 bytes, so no span exceeds the wordpiece cap.
+
+    Only tokens of hundreds of characters without a space (base64, minified data) qualify; the
+    text and every character offset stay the same.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+
+    def __call__(self, doc: Doc) -> Doc:
+        if not any(len(t.text) * 4 > self.max_bytes and len(t.text.encode("utf-8")) > self.max_bytes for t in doc):
+            return doc
+        words: list[str] = []
+        spaces: list[bool] = []
+        for token in doc:
+            pieces = _byte_chunks(token.text, self.max_bytes)
+            words.extend(pieces)
+            spaces.extend([False] * (len(pieces) - 1) + [bool(token.whitespace_)])
+        return Doc(doc.vocab, words=words, spaces=spaces)
+
+
+def _byte_chunks(text: str, max_bytes: int) -> list[str]:
+    chunks, current, size = [], [], 0
+    for ch in text:
+        n = len(ch.encode("utf-8"))
+        if size + n > max_bytes and current:
+            chunks.append("".join(current))
+            current, size = [], 0
+        current.append(ch)
+        size += n
+    chunks.append("".join(current))
+    return chunks

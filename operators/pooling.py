@@ -1,0 +1,105 @@
+"""Sentence vectors pooled from the pipeline's shared embedding, computed where the tensors live.
+
+Only the pooled (n_sents, width) array leaves the device. Afterwards the embedding is released
+from the Doc (`release_embedding`), so a batch's padded hidden states do not outlive it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from spacy.tokens import Doc
+from thinc.backends import get_array_ops
+from thinc.util import get_array_module
+
+from .pipeline import SPANS_KEY
+
+if TYPE_CHECKING:
+    from .config import Pooling
+    from .pipeline import Pipeline
+
+
+def sentence_token_starts(doc: Doc) -> np.ndarray:
+    """Token index where each sentence starts, plus len(doc) at the end."""
+    if len(doc) == 0:
+        return np.zeros(1, dtype=np.int64)
+    return np.array([s.start for s in doc.sents] + [len(doc)], dtype=np.int64)
+
+
+def segment_mean(X, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of consecutive row groups of X (numpy or cupy), returned on the host.
+
+    Returns (means float32 (n, width), valid bool (n,)); a group of length 0 is invalid and zero.
+    """
+    ops = get_array_ops(X)
+    X = ops.xp.ascontiguousarray(X, dtype="float32")  # CupyOps.reduce_* need float32 and int32
+    lengths32 = ops.asarray1i(lengths.astype(np.int32))
+    sums = ops.to_numpy(ops.reduce_sum(X, lengths32))
+    return _divide(sums, lengths)
+
+
+def _divide(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    valid = counts > 0
+    means = sums / np.maximum(counts, 1)[:, None]
+    return means.astype(np.float32, copy=False), valid
+
+
+def pool_tok2vec(doc: Doc) -> tuple[np.ndarray, np.ndarray]:
+    return segment_mean(doc.tensor, np.diff(sentence_token_starts(doc)))
+
+
+def pool_curated(doc: Doc) -> tuple[np.ndarray, np.ndarray]:
+    """Curated transformers store pieces per token (special tokens already removed)."""
+    state = doc._.trf_data.last_hidden_layer_state
+    pieces_per_token = np.asarray(get_array_ops(state.lengths).to_numpy(state.lengths), dtype=np.int64)
+    token_starts = sentence_token_starts(doc)
+    cumulative = np.concatenate([[0], np.cumsum(pieces_per_token)])
+    return segment_mean(state.dataXd, np.diff(cumulative[token_starts]))
+
+
+def pool_transformer(doc: Doc, mode: Pooling, special_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """spacy-transformers: average the wordpiece rows of each sentence's span(s).
+
+    mode "mean" takes every row of the span window, special tokens included (sentence-
+    transformers' mean pooling); "mean_content" drops the special tokens. Padding never counts.
+    """
+    trf_data = doc._.trf_data
+    hidden = trf_data.model_output.last_hidden_state  # (n_spans, padded_len, width), on device
+    xp = get_array_module(hidden)
+    spans = doc.user_data.get(SPANS_KEY)
+    n_sents = len(sentence_token_starts(doc)) - 1
+    if spans is None or hidden.shape[0] != len(spans):
+        raise RuntimeError(
+            "transformer output does not match the spans corpus-nlp set; was the span getter replaced?"
+        )
+    mask = np.asarray(trf_data.wordpieces.attention_mask, dtype=bool)
+    if mode == "mean_content":
+        mask &= ~np.isin(np.asarray(trf_data.wordpieces.input_ids), special_ids)
+    weights = xp.asarray(mask, dtype="float32")
+    span_sums = xp.einsum("slw,sl->sw", hidden.astype("float32", copy=False), weights)
+    # spans never cross sentences and come in order: each span belongs to its start's sentence
+    span_sent = np.searchsorted(sentence_token_starts(doc), spans[:, 0], side="right") - 1
+    spans_per_sent = np.bincount(span_sent, minlength=n_sents)
+    ops = get_array_ops(span_sums)
+    sums = ops.to_numpy(ops.reduce_sum(xp.ascontiguousarray(span_sums), ops.asarray1i(spans_per_sent.astype(np.int32))))
+    counts = np.bincount(span_sent, weights=mask.sum(axis=1), minlength=n_sents)
+    return _divide(sums, counts)
+
+
+def pool_sentences(pipeline: Pipeline, doc: Doc, mode: Pooling) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors float32 (n_sents, width), valid (n_sents,)) for the doc's sentences."""
+    if pipeline.embedding == "transformer":
+        tokenizer = pipeline.span_getter.tokenizer
+        return pool_transformer(doc, mode, np.asarray(tokenizer.all_special_ids, dtype=np.int64))
+    if pipeline.embedding == "curated_transformer":
+        return pool_curated(doc)
+    return pool_tok2vec(doc)
+
+
+def release_embedding(doc: Doc) -> None:
+    """Drop the doc's references to device tensors (the padded batch output, the token tensor)."""
+    if Doc.has_extension("trf_data") and doc._.trf_data is not None:
+        doc._.trf_data = None
+    doc.tensor = np.empty((0,), dtype=np.float32)
+    doc.user_data.pop(SPANS_KEY, None)

@@ -1,0 +1,124 @@
+"""The output tables: one place that says what every Parquet file under OUTPUT holds.
+
+docs/schema.md describes the same tables for people; tests/operators/test_schema.py keeps the two
+in step. Bump SCHEMA_VERSION whenever a column is added, removed, renamed or changes meaning.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+TABLES = ("documents", "tokens", "entities", "sentences")
+
+# Keys of the Arrow schema metadata written into every Parquet file (Parquet key-value metadata).
+META_SCHEMA_VERSION = b"corpus_nlp.schema_version"
+META_MODEL = b"corpus_nlp.model"
+META_VECTOR_WIDTH = b"corpus_nlp.vector_width"
+META_POOLING = b"corpus_nlp.pooling"
+
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+
+def documents_schema(id_type: pa.DataType) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("doc_id", id_type),
+            pa.field("source", pa.string()),
+            pa.field("n_chars", pa.int64(), nullable=False),
+            pa.field("n_tokens", pa.int64(), nullable=False),
+            pa.field("n_words", pa.int64(), nullable=False),  # tokens that are not whitespace
+            pa.field("n_sents", pa.int64(), nullable=False),
+            pa.field("status", pa.string(), nullable=False),
+            pa.field("error", pa.string()),
+            pa.field("model", pa.string(), nullable=False),
+        ]
+    )
+
+
+# Per-document annotation rows, without doc_id: the annotator nests them under each document and
+# the writer flattens them into their own tables with doc_id in front.
+TOKEN_FIELDS = [
+    pa.field("sent_idx", pa.int32(), nullable=False),
+    pa.field("tok_idx", pa.int32(), nullable=False),
+    pa.field("start_char", pa.int64(), nullable=False),
+    pa.field("end_char", pa.int64(), nullable=False),
+    pa.field("text", pa.string(), nullable=False),
+    pa.field("tag", pa.string()),
+    pa.field("pos", pa.string()),
+    pa.field("lemma", pa.string()),
+    pa.field("dep", pa.string()),
+    pa.field("head", pa.int32()),
+    pa.field("ent_iob", pa.string()),
+    pa.field("ent_type", pa.string()),
+]
+ENTITY_FIELDS = [
+    pa.field("ent_idx", pa.int32(), nullable=False),
+    pa.field("sent_idx", pa.int32(), nullable=False),
+    pa.field("start_char", pa.int64(), nullable=False),
+    pa.field("end_char", pa.int64(), nullable=False),
+    pa.field("label", pa.string(), nullable=False),
+    pa.field("text", pa.string(), nullable=False),
+]
+
+
+def sentence_fields(vector_width: int) -> list[pa.Field]:
+    return [
+        pa.field("sent_idx", pa.int32(), nullable=False),
+        pa.field("start_char", pa.int64(), nullable=False),
+        pa.field("end_char", pa.int64(), nullable=False),
+        pa.field("n_tokens", pa.int32(), nullable=False),
+        # null where the sentence has no embedding rows to pool (a curated transformer gives
+        # whitespace-only sentences no pieces)
+        pa.field("vector", pa.list_(pa.float32(), vector_width)),
+    ]
+
+
+def _with_doc_id(id_type: pa.DataType, fields: list[pa.Field]) -> pa.Schema:
+    return pa.schema([pa.field("doc_id", id_type), *fields])
+
+
+def tokens_schema(id_type: pa.DataType) -> pa.Schema:
+    return _with_doc_id(id_type, TOKEN_FIELDS)
+
+
+def entities_schema(id_type: pa.DataType) -> pa.Schema:
+    return _with_doc_id(id_type, ENTITY_FIELDS)
+
+
+def sentences_schema(id_type: pa.DataType, vector_width: int) -> pa.Schema:
+    return _with_doc_id(id_type, sentence_fields(vector_width))
+
+
+def table_schema(table: str, id_type: pa.DataType, vector_width: int) -> pa.Schema:
+    if table == "documents":
+        return documents_schema(id_type)
+    if table == "tokens":
+        return tokens_schema(id_type)
+    if table == "entities":
+        return entities_schema(id_type)
+    if table == "sentences":
+        return sentences_schema(id_type, vector_width)
+    raise KeyError(f"unknown table {table!r}; the tables are {', '.join(TABLES)}")
+
+
+def annotated_schema(id_type: pa.DataType, vector_width: int) -> pa.Schema:
+    """What the annotator returns: one row per input document, its annotations nested."""
+    return pa.schema(
+        [
+            *documents_schema(id_type),
+            pa.field("tokens", pa.list_(pa.struct(TOKEN_FIELDS)), nullable=False),
+            pa.field("entities", pa.list_(pa.struct(ENTITY_FIELDS)), nullable=False),
+            pa.field("sentences", pa.list_(pa.struct(sentence_fields(vector_width))), nullable=False),
+        ]
+    )
+
+
+def file_metadata(model: str, vector_width: int, pooling: str) -> dict[bytes, bytes]:
+    return {
+        META_SCHEMA_VERSION: SCHEMA_VERSION.encode(),
+        META_MODEL: model.encode(),
+        META_VECTOR_WIDTH: str(vector_width).encode(),
+        META_POOLING: pooling.encode(),
+    }
