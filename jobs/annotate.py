@@ -87,6 +87,9 @@ def build_dataset(config: AnnotateConfig, files: list[str], placement: Placement
         include_paths=True,
         num_cpus=IO_TASK_CPUS,
     )
+    # a Parquet file is read as one block; streaming repartition into batch-sized blocks lets
+    # every actor take work (without it, one file keeps one actor busy and the others idle)
+    ds = ds.repartition(target_num_rows_per_block=config.batch_size)
     ds = ds.map_batches(
         Annotator,
         fn_constructor_kwargs={"config": config, "use_gpu": placement.gpus_per_actor > 0},

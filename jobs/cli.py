@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from jobs import annotate
+from jobs import annotate, evaluate
 
 app = typer.Typer(
     name="corpus-nlp",
@@ -14,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("annotate")(annotate.command)
+app.command("evaluate")(evaluate.command)
 
 
 @app.callback()
