@@ -1,39 +1,54 @@
-"""`corpus-nlp annotate` and `python -m jobs.annotate`: Parquet in, four Parquet tables out, on Ray.
+"""`corpus-nlp annotate` / `nightly`, and `python -m jobs.annotate` / `python -m jobs.nightly`.
 
-The wiring is all Ray Data: read_parquet (two columns) -> map_batches(Annotator actors, one
-pipeline each, on a GPU when there is one) -> map_batches(write_shard tasks) -> the driver
-consumes one small stats row per written shard for progress and the summary.
+The driver plans input units (row groups of the input files, read from the footers only), takes
+OUTPUT's lock, skips the units OUTPUT has committed (with --resume / nightly), removes the output
+of input that changed or vanished, and hands the rest to Ray Data: one row per unit ->
+map_batches(UnitAnnotator) on an actor pool (each actor holds one pipeline, reads its unit's two
+columns, annotates and writes the unit's four files) -> one stats row per unit back to the driver,
+which commits the unit's manifest entry. A unit is done exactly when that entry exists.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 import math
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Annotated
+from datetime import datetime, timezone
+from typing import Annotated, Any
 
+import polars as pl
 import ray
 import typer
 from rich.console import Console
 
-from operators.annotate import Annotator
+from operators import schema
+from operators.annotate import UnitAnnotator
 from operators.config import DEFAULT_MODEL, AnnotateConfig
-from operators.errors import CorpusNLPError
-from operators.inputs import inspect_inputs
-from operators.writer import prepare_output, write_shard
+from operators.errors import CorpusNLPError, InputError
+from operators.inputs import discover
+from operators.manifest import OutputStore, RunLock
+from operators.pipeline import model_id
+from operators.units import InputUnit, plan_units
+from operators.writer import prepare_output
 
 # Model hubs are never reached from actors: pipelines and weights are installed on every node.
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-IO_TASK_CPUS = 0.25  # parquet read and write tasks are light; they must fit beside the actors
-# Ray Data's file listing task asks for a whole CPU, and it runs after the actors have started
-LISTING_CPUS = 1.0
+# Ray Data's driver-side bookkeeping tasks need a little CPU beside the actors
+IO_CPUS = 0.5
+UNIT_RETRIES = 3  # a unit that kills its actor this often is reported as failed, not retried forever
 MAX_ERRORS_SHOWN = 5
 
 
 @dataclass
-class RunSummary:
+class RunReport:
+    run_id: str
+    input: str
     output: str
     model: str
+    status: str = "ok"  # ok | failed
     documents: int = 0
     errors: int = 0
     tokens: int = 0
@@ -43,7 +58,15 @@ class RunSummary:
     seconds: float = 0.0
     actors: int = 0
     gpus_per_actor: float = 0.0
+    units: dict[str, int] = field(default_factory=dict)  # planned, skipped, processed, failed, removed
+    files: dict[str, list[str]] = field(default_factory=dict)  # new, changed, removed input files
+    bad_files: dict[str, str] = field(default_factory=dict)
+    failed_units: list[dict[str, str]] = field(default_factory=list)
+    duplicate_ids: dict[str, Any] = field(default_factory=dict)
     first_errors: list[str] = field(default_factory=list)
+    timeline: list[dict[str, float]] = field(default_factory=list)
+    started: str = ""
+    finished: str = ""
 
     @property
     def words_per_second(self) -> float:
@@ -53,6 +76,9 @@ class RunSummary:
         return {**asdict(self), "words_per_second": round(self.words_per_second, 1)}
 
 
+RunSummary = RunReport  # the name the core job used
+
+
 @dataclass(frozen=True)
 class Placement:
     actors: int
@@ -60,106 +86,203 @@ class Placement:
     cpus_per_actor: float
 
 
-def plan_placement(config: AnnotateConfig, resources: dict[str, float]) -> Placement:
+def plan_placement(config: AnnotateConfig, resources: dict[str, float], n_units: int | None = None) -> Placement:
     """How many pipeline actors, and what each asks Ray for.
 
     With GPUs (or --gpus-per-actor > 0): one actor per GPU share, one CPU each. CPU only: one
-    actor per CPU, each asking for less than a whole logical CPU so that Ray Data's listing, read
-    and write tasks still fit beside them (otherwise the actors would hold every CPU and reading
-    would starve). Logical CPUs only gate scheduling: each actor still keeps one core busy.
+    actor per CPU, each asking for less than a whole logical CPU so that Ray Data's own small
+    tasks still fit beside them. Logical CPUs only gate scheduling: each actor still keeps one
+    core busy. Never more actors than units: each would load a pipeline for nothing.
     """
     n_gpus = resources.get("GPU", 0.0)
     n_cpus = resources.get("CPU", 1.0)
     gpus = config.gpus_per_actor if config.gpus_per_actor is not None else (1.0 if n_gpus >= 1 else 0.0)
     if gpus > 0:
         actors = config.actors or max(1, math.floor(n_gpus / gpus))
-        return Placement(actors, gpus, 1.0)
-    actors = config.actors or max(1, int(n_cpus))
-    spare = LISTING_CPUS + 2 * IO_TASK_CPUS
-    cpus = max(0.1, min(1.0, (n_cpus - spare) / actors))
-    return Placement(actors, 0.0, round(cpus, 3))
+        cpus = 1.0
+    else:
+        actors = config.actors or max(1, int(n_cpus))
+        cpus = round(max(0.1, min(1.0, (n_cpus - IO_CPUS) / actors)), 3)
+    if n_units is not None:
+        actors = max(1, min(actors, n_units))
+    return Placement(actors, gpus, cpus)
 
 
-def build_dataset(config: AnnotateConfig, files: list[str], placement: Placement) -> ray.data.Dataset:
-    ds = ray.data.read_parquet(
-        files,
-        columns=[config.id_column, config.text_column],
-        include_paths=True,
-        num_cpus=IO_TASK_CPUS,
-    )
-    # a Parquet file is read as one block; streaming repartition into batch-sized blocks lets
-    # every actor take work (without it, one file keeps one actor busy and the others idle)
-    ds = ds.repartition(target_num_rows_per_block=config.batch_size)
-    ds = ds.map_batches(
-        Annotator,
+def build_dataset(config: AnnotateConfig, units: list[InputUnit], placement: Placement, **remote_args: Any) -> ray.data.Dataset:
+    """units -> stats rows; one unit per actor call, so a retry redoes exactly one unit."""
+    ds = ray.data.from_items([u.to_row() for u in units], override_num_blocks=len(units))
+    return ds.map_batches(
+        UnitAnnotator,
         fn_constructor_kwargs={"config": config, "use_gpu": placement.gpus_per_actor > 0},
-        batch_size=config.batch_size,
+        batch_size=1,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=placement.actors),
         num_gpus=placement.gpus_per_actor or None,
         num_cpus=placement.cpus_per_actor,
+        max_restarts=-1,
+        max_task_retries=UNIT_RETRIES,
         runtime_env={"env_vars": WORKER_ENV},
-    )
-    return ds.map_batches(
-        write_shard,
-        fn_kwargs={"output": config.output, "pooling": config.pooling},
-        batch_size=None,
-        batch_format="pyarrow",
-        num_cpus=IO_TASK_CPUS,
+        **remote_args,
     )
 
 
-def run(config: AnnotateConfig, console: Console | None = None) -> RunSummary:
-    """Annotate config.input into config.output; the CLI, the Ray job and the tests all call this."""
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run(config: AnnotateConfig, console: Console | None = None) -> RunReport:
+    """Annotate config.input into config.output; the CLI, the Ray jobs and the tests all call this."""
     console = console or Console(stderr=True)
-    inputs = inspect_inputs(config.input, config.text_column, config.id_column)
-    prepare_output(config.output)
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    report = RunReport(run_id=run_id, input=config.input, output=config.output, model=config.model, started=_now())
+    start = time.perf_counter()
+
+    mid = model_id(config.model)
+    fingerprint = config.fingerprint(mid, schema.SCHEMA_VERSION)
+    plan = plan_units(
+        discover(config.input), config.text_column, config.id_column,
+        config.unit_fingerprint(mid, schema.SCHEMA_VERSION), config.unit_rows,
+    )
+    report.bad_files = plan.bad_files
+    if plan.bad_files and config.fail_on_bad_input:
+        raise InputError("unreadable input file(s): " + "; ".join(f"{p}: {why}" for p, why in plan.bad_files.items()))
+
+    store = OutputStore(config.output)
+    lock = RunLock(store, run_id)
+    lock.acquire(break_lock=config.break_lock)
+    try:
+        if config.overwrite:
+            store.wipe()
+        store.check_fingerprint(fingerprint)
+        committed = store.committed()
+        if committed and not config.resume:
+            from operators.errors import output_not_empty
+
+            raise output_not_empty(config.output, len(committed))
+        todo = _reconcile(store, plan.units, committed, report)
+        prepare_output(config.output)
+        store.save_fingerprint(fingerprint)
+        for path, why in plan.bad_files.items():
+            console.print(f"[yellow]skipped unreadable input[/] {path}: {why}")
+        if todo:
+            _process(config, store, todo, report, console, start)
+        report.duplicate_ids = _duplicate_ids(config.output)
+    finally:
+        lock.release()
+    report.seconds = time.perf_counter() - start
+    report.finished = _now()
+    if report.units.get("failed"):
+        report.status = "failed"
+    store.write_json(store.path("_reports", f"{run_id}.json"), report.to_dict())
+    print_summary(report, console)
+    return report
+
+
+def _reconcile(store: OutputStore, units: list[InputUnit], committed: dict[str, dict], report: RunReport) -> list[InputUnit]:
+    """Skip committed units, remove the output of changed or vanished input, return what to do."""
+    planned = {u.key: u for u in units}
+    stale = [key for key in committed if key not in planned]
+    for key in stale:
+        store.remove_unit(key)
+    store.remove_orphans(keep=set(planned))
+    old_paths = {e["path"]: e["identity"] for e in committed.values()}
+    new_paths = {u.path: u.identity for u in units}
+    report.files = {
+        "new": sorted(p for p in new_paths if p not in old_paths),
+        "changed": sorted(p for p, ident in new_paths.items() if p in old_paths and old_paths[p] != ident),
+        "removed": sorted(p for p in old_paths if p not in new_paths),
+    }
+    todo = [u for u in units if u.key not in committed]
+    report.units = {"planned": len(units), "skipped": len(units) - len(todo), "processed": 0, "failed": 0, "removed": len(stale)}
+    return todo
+
+
+def _process(config: AnnotateConfig, store: OutputStore, todo: list[InputUnit], report: RunReport,
+             console: Console, start: float) -> None:
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(address=config.address, include_dashboard=False, log_to_driver=True)
     try:
-        placement = plan_placement(config, ray.cluster_resources())
+        ctx = ray.data.DataContext.get_current()
+        ctx.max_errored_blocks = -1  # a unit that keeps failing is reported, the others go on
+        placement = plan_placement(config, ray.cluster_resources(), len(todo))
+        report.actors, report.gpus_per_actor = placement.actors, placement.gpus_per_actor
         console.print(
-            f"[bold]corpus-nlp[/] annotating {len(inputs.files)} file(s) with {config.model}: "
-            f"{placement.actors} actor(s), {placement.gpus_per_actor:g} GPU each"
+            f"[bold]corpus-nlp[/] {report.run_id}: {len(todo)} unit(s) to annotate with {config.model} "
+            f"({report.units['skipped']} already done): {placement.actors} actor(s), {placement.gpus_per_actor:g} GPU each"
         )
-        summary = RunSummary(
-            output=config.output, model=config.model, actors=placement.actors, gpus_per_actor=placement.gpus_per_actor
-        )
-        start = last_report = time.perf_counter()
-        for stats in build_dataset(config, inputs.files, placement).iter_batches(batch_size=None, batch_format="pyarrow"):
+        pending = {u.key: u for u in todo}
+        last_print = 0.0
+        for stats in build_dataset(config, todo, placement).iter_batches(batch_size=None, batch_format="pyarrow"):
             for row in stats.to_pylist():
-                summary.documents += row["documents"]
-                summary.errors += row["errors"]
-                summary.tokens += row["tokens"]
-                summary.words += row["words"]
-                summary.sentences += row["sentences"]
-                summary.entities += row["entities"]
-                if row["first_error"] and len(summary.first_errors) < MAX_ERRORS_SHOWN:
-                    summary.first_errors.append(row["first_error"])
-            summary.seconds = time.perf_counter() - start
-            if summary.seconds - (last_report - start) >= 10:
-                last_report = time.perf_counter()
+                unit = pending.pop(row["key"], None)
+                if unit is None:  # a duplicate delivery of a unit already committed in this run
+                    continue
+                if row["status"] != "ok":
+                    report.units["failed"] += 1
+                    report.failed_units.append({"path": unit.path, "key": unit.key, "error": row["error"]})
+                    continue
+                store.commit(_entry(unit, row, report.run_id))
+                report.units["processed"] += 1
+                for name in ("documents", "errors", "tokens", "words", "sentences", "entities"):
+                    setattr(report, name, getattr(report, name) + row[name])
+                if row["first_error"] and len(report.first_errors) < MAX_ERRORS_SHOWN:
+                    report.first_errors.append(row["first_error"])
+            elapsed = time.perf_counter() - start
+            report.timeline.append({"t": round(elapsed, 2), "documents": report.documents, "words": report.words, "errors": report.errors})
+            if elapsed - last_print >= 10:
+                last_print = elapsed
                 console.print(
-                    f"  {summary.documents:,} documents, {summary.words:,} words, "
-                    f"{summary.words_per_second:,.0f} words/s, {summary.errors} errors"
+                    f"  {report.units['processed']}/{len(todo)} units, {report.documents:,} documents, "
+                    f"{report.words / elapsed:,.0f} words/s, {report.errors} document errors"
                 )
-        summary.seconds = time.perf_counter() - start
+        for unit in pending.values():  # Ray gave up on these after UNIT_RETRIES
+            report.units["failed"] += 1
+            report.failed_units.append({"path": unit.path, "key": unit.key, "error": "the unit's task failed on every retry"})
     finally:
         if started_ray:
             ray.shutdown()
-    print_summary(summary, console)
-    return summary
 
 
-def print_summary(summary: RunSummary, console: Console) -> None:
+def _entry(unit: InputUnit, row: dict, run_id: str) -> dict:
+    return {
+        **unit.to_row(),
+        "files": json.loads(row["files"]),
+        "schema_version": schema.SCHEMA_VERSION,
+        "run_id": run_id,
+        "committed": _now(),
+        **{k: row[k] for k in ("documents", "errors", "tokens", "words", "sentences", "entities")},
+    }
+
+
+def _duplicate_ids(output: str) -> dict[str, Any]:
+    """Ids that occur more than once: each occurrence is annotated and kept (documented)."""
+    try:
+        docs = pl.scan_parquet(f"{output}/documents/**/*.parquet")
+        dups = docs.group_by("doc_id").len().filter(pl.col("len") > 1).collect()
+    except (pl.exceptions.ComputeError, FileNotFoundError, OSError):
+        return {"count": 0, "examples": []}  # no documents written yet
+    return {"count": dups.height, "examples": [str(v) for v in dups["doc_id"].head(5).to_list()]}
+
+
+def print_summary(report: RunReport, console: Console) -> None:
+    u = report.units
+    colour = "green" if report.status == "ok" else "red"
     console.print(
-        f"[bold green]done[/] {summary.documents:,} documents ({summary.errors} errors), "
-        f"{summary.tokens:,} tokens, {summary.sentences:,} sentences, {summary.entities:,} entities "
-        f"in {summary.seconds:.1f} s: {summary.words_per_second:,.0f} words/s -> {summary.output}"
+        f"[bold {colour}]{report.status}[/] {report.documents:,} documents ({report.errors} errors), "
+        f"{report.tokens:,} tokens, {report.sentences:,} sentences, {report.entities:,} entities "
+        f"in {report.seconds:.1f} s: {report.words_per_second:,.0f} words/s -> {report.output}"
     )
-    for message in summary.first_errors:
-        console.print(f"  [red]error[/] {message}")
+    console.print(
+        f"  units: {u.get('processed', 0)} done, {u.get('skipped', 0)} already done, {u.get('failed', 0)} failed, "
+        f"{u.get('removed', 0)} removed; report {report.output}/_reports/{report.run_id}.json"
+    )
+    for message in report.first_errors:
+        console.print(f"  [red]document error[/] {message}")
+    for failure in report.failed_units:
+        console.print(f"  [red]failed unit[/] {failure['path']}: {failure['error']}")
+    if report.duplicate_ids.get("count"):
+        console.print(f"  [yellow]{report.duplicate_ids['count']} duplicate id(s)[/], e.g. {report.duplicate_ids['examples']}: each occurrence is kept")
 
 
 def command(
@@ -171,24 +294,39 @@ def command(
     address: Annotated[str | None, typer.Option(help="Ray cluster to join (auto or ray://host:10001); default: start a local Ray")] = None,
     actors: Annotated[int | None, typer.Option(help="Pipeline actors; default: one per GPU, else one per CPU")] = None,
     gpus_per_actor: Annotated[float | None, typer.Option(help="GPU share per actor (0 = CPU); default: 1 if the cluster has GPUs")] = None,
-    batch_size: Annotated[int, typer.Option(help="Documents per actor call and nlp.pipe batch")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Documents per nlp.pipe batch")] = 64,
     max_wordpieces: Annotated[int, typer.Option(help="Longest transformer window, special tokens included")] = 256,
     segment_chars: Annotated[int, typer.Option(help="Texts longer than this are cut at sentence boundaries")] = 100_000,
     pooling: Annotated[str, typer.Option(help="mean (all wordpieces of the window, as sentence-transformers) or mean_content")] = "mean",
+    unit_rows: Annotated[int, typer.Option(help="Rows per unit of work, retry and commit (whole row groups)")] = 2048,
+    resume: Annotated[bool, typer.Option(help="Finish an interrupted run: skip units OUTPUT has committed")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Delete what OUTPUT holds and start over")] = False,
+    break_lock: Annotated[bool, typer.Option(help="Take OUTPUT's lock even if its holder may be alive")] = False,
+    fail_on_bad_input: Annotated[bool, typer.Option(help="Fail the run on an unreadable input file instead of skipping it")] = False,
 ) -> None:
     """Annotate a Parquet corpus: tokens, entities, sentences with pooled vectors, documents."""
+    options = {k: v for k, v in locals().items()}
     try:
-        config = AnnotateConfig.build(
-            input=input, output=output, model=model, text_column=text_column, id_column=id_column,
-            address=address, actors=actors, gpus_per_actor=gpus_per_actor, batch_size=batch_size,
-            max_wordpieces=max_wordpieces, segment_chars=segment_chars, pooling=pooling,
-        )
-        summary = run(config)
+        report = run(AnnotateConfig.build(**options))
     except CorpusNLPError as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from None
-    if summary.documents and summary.errors == summary.documents:
+    if report.status != "ok":
         raise typer.Exit(1)
+
+
+def _nightly(**options: Any) -> None:
+    command(**options, resume=True)
+
+
+nightly_command = _nightly
+nightly_command.__doc__ = (
+    "Process only what is new or changed in INPUT since the last run into OUTPUT (exactly once, resumable)."
+)
+nightly_command.__signature__ = inspect.signature(command).replace(  # type: ignore[attr-defined]
+    parameters=[p for name, p in inspect.signature(command).parameters.items() if name != "resume"]
+)
+nightly_command.__annotations__ = {k: v for k, v in command.__annotations__.items() if k != "resume"}
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("annotate")(annotate.command)
+app.command("nightly")(annotate.nightly_command)
 app.command("evaluate")(evaluate.command)
 
 

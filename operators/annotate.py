@@ -6,7 +6,9 @@ spaCy pipeline, loaded once in __init__, inside the process that uses it.
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +19,8 @@ from .config import AnnotateConfig
 from .extract import DocumentResult, SegmentAnnotations, annotate_segment, build_annotated_table
 from .pipeline import Pipeline, load_pipeline
 from .segment import segment_bounds
+from .units import InputUnit, read_unit
+from .writer import UnitWriter
 
 log = logging.getLogger(__name__)
 
@@ -157,3 +161,59 @@ def _groups(units: list[_Unit], max_units: int, max_chars: int) -> list[list[_Un
     if current:
         groups.append(current)
     return groups
+
+
+UNIT_STATS_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string()),
+        pa.field("path", pa.string()),
+        pa.field("status", pa.string()),  # ok | failed (the unit is then not committed)
+        pa.field("error", pa.string()),
+        pa.field("files", pa.string()),  # JSON {table: path relative to OUTPUT}
+        pa.field("documents", pa.int64()),
+        pa.field("errors", pa.int64()),
+        pa.field("tokens", pa.int64()),
+        pa.field("words", pa.int64()),
+        pa.field("sentences", pa.int64()),
+        pa.field("entities", pa.int64()),
+        pa.field("first_error", pa.string()),
+        pa.field("seconds", pa.float64()),
+    ]
+)
+
+
+class UnitAnnotator:
+    """`UnitAnnotator(config)(units) -> one stats row per unit`: read, annotate and write each unit.
+
+    The rows of `units` are InputUnit.to_row() dicts. A unit whose input cannot be read (or whose
+    files cannot be written) comes back with status "failed" and leaves no files; documents that
+    fail inside a readable unit are written with status=error as usual.
+    """
+
+    def __init__(self, config: AnnotateConfig, use_gpu: bool = False):
+        self.annotator = Annotator(config, use_gpu=use_gpu)
+        self.config = config
+
+    def __call__(self, units: pa.Table) -> pa.Table:
+        return pa.Table.from_pylist([self.process(InputUnit.from_row(u)) for u in units.to_pylist()], schema=UNIT_STATS_SCHEMA)
+
+    def process(self, unit: InputUnit) -> dict:
+        start = time.perf_counter()
+        writer = UnitWriter(self.config.output, unit.key, self.config.pooling)
+        columns = [self.config.id_column, self.config.text_column]
+        try:
+            for record_batch in read_unit(unit, columns, self.config.batch_size):
+                batch = pa.Table.from_batches([record_batch])
+                batch = batch.append_column(PATH_COLUMN, pa.array([unit.path] * batch.num_rows, pa.string()))
+                writer.write(self.annotator(batch))
+            files = writer.commit()
+        except (OSError, pa.ArrowException) as exc:  # unreadable input or unwritable output: reported per unit
+            writer.abort()
+            log.warning("unit %s of %s failed: %s", unit.key, unit.path, describe(exc))
+            return {**_EMPTY_STATS, "key": unit.key, "path": unit.path, "status": "failed", "error": describe(exc),
+                    "files": "{}", "seconds": time.perf_counter() - start}
+        return {"key": unit.key, "path": unit.path, "status": "ok", "error": None, "files": json.dumps(files),
+                **writer.stats, "first_error": writer.first_error, "seconds": time.perf_counter() - start}
+
+
+_EMPTY_STATS = {"documents": 0, "errors": 0, "tokens": 0, "words": 0, "sentences": 0, "entities": 0, "first_error": None}

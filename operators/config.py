@@ -33,6 +33,11 @@ class AnnotateConfig(BaseModel):
     max_wordpieces: int = Field(256, ge=8, description="longest transformer window, special tokens included")
     segment_chars: int = Field(100_000, ge=1_000, description="texts longer than this are cut at sentence boundaries")
     pooling: Pooling = "mean"
+    unit_rows: int = Field(2048, ge=1, description="rows per unit of work, retry and commit (whole row groups)")
+    resume: bool = Field(False, description="skip units OUTPUT has committed; redo changed ones")
+    overwrite: bool = Field(False, description="delete what OUTPUT holds and start over")
+    break_lock: bool = Field(False, description="take OUTPUT's lock even if its holder looks alive")
+    fail_on_bad_input: bool = Field(False, description="an unreadable input file fails the run")
 
     @field_validator("input", "output", "model", "text_column", "id_column")
     @classmethod
@@ -49,10 +54,31 @@ class AnnotateConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _distinct_columns(self) -> AnnotateConfig:
+    def _consistent(self) -> AnnotateConfig:
         if self.text_column == self.id_column:
             raise ValueError("text_column and id_column must be different columns")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other")
         return self
+
+    def fingerprint(self, model_id: str, schema_version: str) -> dict[str, str]:
+        """What an OUTPUT's units must share: mixing any of these would mix incomparable rows."""
+        return {"schema_version": schema_version, "model": model_id, "pooling": self.pooling}
+
+    def unit_fingerprint(self, model_id: str, schema_version: str) -> str:
+        """Everything that changes a unit's rows; part of every unit key."""
+        import json
+
+        return json.dumps(
+            {
+                **self.fingerprint(model_id, schema_version),
+                "max_wordpieces": self.max_wordpieces,
+                "segment_chars": self.segment_chars,
+                "text_column": self.text_column,
+                "id_column": self.id_column,
+            },
+            sort_keys=True,
+        )
 
     @classmethod
     def build(cls, **options: object) -> AnnotateConfig:

@@ -27,10 +27,45 @@ def no_input_files(path: str) -> InputError:
     )
 
 
-def missing_columns(missing: Iterable[str], found: Iterable[str]) -> InputError:
+class OutputError(CorpusNLPError):
+    """OUTPUT holds something this run must not touch, or is locked."""
+
+
+def missing_columns(missing: Iterable[str], found: Iterable[str], path: str | None = None) -> InputError:
+    where = f" {path}" if path else ""
     return InputError(
-        f"input has no column {', '.join(repr(m) for m in missing)}; the columns found are "
+        f"input{where} has no column {', '.join(repr(m) for m in missing)}; the columns found are "
         f"{', '.join(repr(f) for f in found)}. Name the right ones with --text-column / --id-column."
+    )
+
+
+def schema_drift(column: str, first: tuple[object, str], other: tuple[object, str]) -> InputError:
+    return InputError(
+        f"column {column!r} is {first[0]} in {first[1]} but {other[0]} in {other[1]}; "
+        "make the input files agree (cast one), or annotate them as separate runs."
+    )
+
+
+def output_has_other_run(output: str, found: dict, wanted: dict) -> OutputError:
+    diff = ", ".join(f"{k}: {found.get(k)!r} there, {wanted.get(k)!r} now" for k in wanted if found.get(k) != wanted.get(k))
+    return OutputError(
+        f"{output} holds the output of another configuration ({diff}). Use another OUTPUT, or pass "
+        "--overwrite to delete it and start over."
+    )
+
+
+def output_not_empty(output: str, n_units: int) -> OutputError:
+    return OutputError(
+        f"{output} already holds {n_units} committed unit(s). Pass --resume to finish that run, run "
+        "`corpus-nlp nightly` to add what is new, or --overwrite to start over."
+    )
+
+
+def output_locked(output: str, holder: dict) -> OutputError:
+    return OutputError(
+        f"{output} is locked by run {holder.get('run_id')} (host {holder.get('host')}, pid "
+        f"{holder.get('pid')}, last alive {holder.get('heartbeat_age_s', '?')} s ago). If that run is dead, "
+        "pass --break-lock."
     )
 
 

@@ -91,7 +91,7 @@ def load_pipeline(name: str, *, use_gpu: bool, max_wordpieces: int) -> Pipeline:
     pipeline = Pipeline(
         nlp=nlp,
         name=name,
-        model_id=f"{meta.get('lang', 'xx')}_{meta.get('name', 'pipeline')}-{meta.get('version', '0.0.0')}",
+        model_id=_model_id(meta),
         embedding=kind,
         embedding_component=component,
         vector_width=0,
@@ -107,6 +107,22 @@ def load_pipeline(name: str, *, use_gpu: bool, max_wordpieces: int) -> Pipeline:
     pipeline.vector_width = int(vectors.shape[1])
     pipeline.annotates = {attr: probe.has_annotation(attr) for attr in ("TAG", "POS", "LEMMA", "DEP", "ENT_IOB")}
     return pipeline
+
+
+def model_id(name: str) -> str:
+    """`<lang>_<name>-<version>` of a pipeline package or folder, read from its meta.json only."""
+    from pathlib import Path
+
+    try:
+        path = Path(name) if Path(name).exists() else spacy.util.get_package_path(name)
+        meta = spacy.util.get_model_meta(path)
+    except (OSError, ImportError, ValueError) as exc:
+        raise errors.model_not_found(name, exc) from exc
+    return _model_id(meta)
+
+
+def _model_id(meta: dict) -> str:
+    return f"{meta.get('lang', 'xx')}_{meta.get('name', 'pipeline')}-{meta.get('version', '0.0.0')}"
 
 
 def _find_embedding(nlp: Language, name: str) -> tuple[EmbeddingKind, str]:

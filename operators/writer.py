@@ -1,13 +1,13 @@
-"""Flatten annotated batches into the four tables and write them as Parquet, never half-written.
+"""Flatten annotated batches into the four tables and write one unit's files, never half-written.
 
-Each batch becomes one file per table, `OUTPUT/<table>/part-<key>.parquet`, where `key` derives
-from the batch's (source, doc_id) pairs. A file is written under a `.tmp-` name first and then
-renamed, so a reader globbing `*.parquet` never sees a partial file.
+A unit's rows go to `OUTPUT/<table>/part-<unit key>.parquet`, one file per table, streamed batch
+by batch (memory is bounded by a batch, not by the unit) under a temporary name that does not end
+in `.parquet`, and renamed when the unit is complete. A retried unit writes the same names, so it
+replaces its own files.
 """
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 
 import pyarrow as pa
@@ -18,18 +18,26 @@ import pyarrow.parquet as pq
 from . import schema
 
 NESTED = ("tokens", "entities", "sentences")
-STATS_SCHEMA = pa.schema(
-    [
-        pa.field("shard", pa.string()),
-        pa.field("documents", pa.int64()),
-        pa.field("errors", pa.int64()),
-        pa.field("tokens", pa.int64()),
-        pa.field("words", pa.int64()),
-        pa.field("sentences", pa.int64()),
-        pa.field("entities", pa.int64()),
-        pa.field("first_error", pa.string()),
-    ]
-)
+
+
+def output_filesystem(output: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in output:
+        fs, root = pafs.FileSystem.from_uri(output)
+    else:
+        fs, root = pafs.LocalFileSystem(), output
+    return fs, root.rstrip("/")
+
+
+def prepare_output(output: str) -> None:
+    """Create OUTPUT/<table>/ for every table (once, on the driver)."""
+    fs, root = output_filesystem(output)
+    for table in schema.TABLES:
+        fs.create_dir(f"{root}/{table}", recursive=True)
+
+
+def unit_relpaths(key: str) -> dict[str, str]:
+    """Where a unit's four files live, relative to OUTPUT."""
+    return {table: f"{table}/part-{key}.parquet" for table in schema.TABLES}
 
 
 def split_annotated(batch: pa.Table) -> dict[str, pa.Table]:
@@ -48,71 +56,58 @@ def split_annotated(batch: pa.Table) -> dict[str, pa.Table]:
     return tables
 
 
-def shard_key(batch: pa.Table) -> str:
-    h = hashlib.sha256()
-    for source, doc_id in zip(batch.column("source").to_pylist(), batch.column("doc_id").to_pylist()):
-        h.update(f"{source}\x1f{doc_id!r}\x1e".encode())
-    return h.hexdigest()[:20]
-
-
 def vector_width(batch: pa.Table) -> int:
     return batch.schema.field("sentences").type.value_type.field("vector").type.list_size
 
 
-def output_filesystem(output: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in output:
-        fs, root = pafs.FileSystem.from_uri(output)
-    else:
-        fs, root = pafs.LocalFileSystem(), output
-    return fs, root.rstrip("/")
+class UnitWriter:
+    """`write(annotated batch)` as often as needed, then `commit()` (or `abort()`)."""
 
-
-def prepare_output(output: str) -> None:
-    """Create OUTPUT/<table>/ for every table (once, on the driver)."""
-    fs, root = output_filesystem(output)
-    for table in schema.TABLES:
-        fs.create_dir(f"{root}/{table}", recursive=True)
-
-
-def write_shard(batch: pa.Table, output: str, pooling: str) -> pa.Table:
-    """Ray Data task form of ShardWriter."""
-    return ShardWriter(output, pooling)(batch)
-
-
-class ShardWriter:
-    """`ShardWriter(output, pooling)(annotated batch) -> one stats row`; OUTPUT must be prepared."""
-
-    def __init__(self, output: str, pooling: str):
+    def __init__(self, output: str, key: str, pooling: str):
         self.fs, self.root = output_filesystem(output)
+        self.relpaths = unit_relpaths(key)
         self.pooling = pooling
+        self.tmp = {t: f"{self.root}/{rel}.tmp-{uuid.uuid4().hex}" for t, rel in self.relpaths.items()}
+        self.writers: dict[str, pq.ParquetWriter] = {}
+        self.stats = {"documents": 0, "errors": 0, "tokens": 0, "words": 0, "sentences": 0, "entities": 0}
+        self.first_error: str | None = None
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        if batch.num_rows == 0:
-            return STATS_SCHEMA.empty_table()
-        key = shard_key(batch)
-        model = batch.column("model")[0].as_py()
-        metadata = schema.file_metadata(model, vector_width(batch), self.pooling)
-        tables = split_annotated(batch)
+    def write(self, annotated: pa.Table) -> None:
+        if annotated.num_rows == 0:
+            return
+        tables = split_annotated(annotated)
+        if not self.writers:
+            model = annotated.column("model")[0].as_py()
+            metadata = schema.file_metadata(model, vector_width(annotated), self.pooling)
+            for name, table in tables.items():
+                self.writers[name] = pq.ParquetWriter(
+                    self.tmp[name], table.schema.with_metadata(metadata), filesystem=self.fs, compression="zstd"
+                )
         for name, table in tables.items():
-            self._write_atomic(f"{self.root}/{name}/part-{key}.parquet", table.replace_schema_metadata(metadata))
+            self.writers[name].write_table(table)
         docs = tables["documents"]
-        errors = pc.equal(docs.column("status"), schema.STATUS_ERROR)
-        first_error = pc.filter(docs.column("error"), errors)
-        return pa.table(
-            {
-                "shard": [key],
-                "documents": [docs.num_rows],
-                "errors": [pc.sum(errors).as_py() or 0],
-                "tokens": [pc.sum(docs.column("n_tokens")).as_py() or 0],
-                "words": [pc.sum(docs.column("n_words")).as_py() or 0],
-                "sentences": [tables["sentences"].num_rows],
-                "entities": [tables["entities"].num_rows],
-                "first_error": [first_error[0].as_py() if len(first_error) else None],
-            },
-            schema=STATS_SCHEMA,
-        )
+        failed = pc.equal(docs.column("status"), schema.STATUS_ERROR)
+        self.stats["documents"] += docs.num_rows
+        self.stats["errors"] += pc.sum(failed).as_py() or 0
+        self.stats["tokens"] += pc.sum(docs.column("n_tokens")).as_py() or 0
+        self.stats["words"] += pc.sum(docs.column("n_words")).as_py() or 0
+        self.stats["sentences"] += tables["sentences"].num_rows
+        self.stats["entities"] += tables["entities"].num_rows
+        if self.first_error is None and self.stats["errors"]:
+            self.first_error = pc.filter(docs.column("error"), failed)[0].as_py()
 
-    def _write_atomic(self, path: str, table: pa.Table) -> None:
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        pq.write_table(table, tmp, filesystem=self.fs, compression="zstd")
-        self.fs.move(tmp, path)
+    def commit(self) -> dict[str, str]:
+        """Close and rename; the unit's files (relative to OUTPUT), none if it had no rows."""
+        for writer in self.writers.values():
+            writer.close()
+        for name in self.writers:
+            self.fs.move(self.tmp[name], f"{self.root}/{self.relpaths[name]}")
+        return {name: self.relpaths[name] for name in self.writers}
+
+    def abort(self) -> None:
+        for name, writer in self.writers.items():
+            writer.close()
+            try:
+                self.fs.delete_file(self.tmp[name])
+            except FileNotFoundError:
+                pass

