@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,10 @@ from .writer import UnitWriter
 
 log = logging.getLogger(__name__)
 
-PATH_COLUMN = "path"  # what Ray Data's read_parquet(include_paths=True) adds
+PATH_COLUMN = "path"  # the source file of each row
+# Fault injection for tests (read once per actor): JSON {"delay_s": seconds before every nlp.pipe
+# call, "oom_above": raise a MemoryError for any nlp.pipe call of more texts than this}.
+FAULTS_ENV = "CORPUS_NLP_FAULTS"
 MAX_ERROR_CHARS = 2_000
 
 
@@ -46,7 +50,7 @@ class Annotator:
         # document becomes many bounded batches rather than one enormous one
         self.group_chars = 2 * self.segment_chars
         # tests inject faults here: called with the texts of every nlp.pipe call before it runs
-        self.before_pipe: Callable[[list[str]], None] | None = None
+        self.before_pipe: Callable[[list[str]], None] | None = faults_from_env()
 
     @property
     def model_id(self) -> str:
@@ -118,6 +122,21 @@ class Annotator:
                 log.warning("extraction failed: %s", describe(exc))
                 out.append(describe(exc))
         return out
+
+
+def faults_from_env() -> Callable[[list[str]], None] | None:
+    spec = os.environ.get(FAULTS_ENV)
+    if not spec:
+        return None
+    faults = json.loads(spec)
+    log.warning("fault injection is on: %s", faults)
+
+    def inject(texts: list[str]) -> None:
+        time.sleep(float(faults.get("delay_s", 0)))
+        if "oom_above" in faults and len(texts) > int(faults["oom_above"]):
+            raise MemoryError(f"simulated out of memory for a batch of {len(texts)}")
+
+    return inject
 
 
 def describe(exc: BaseException) -> str:

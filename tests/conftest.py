@@ -59,13 +59,22 @@ def minilm_pipeline_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    """One local Ray for the whole session (starting Ray costs seconds)."""
+def _ray_session():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
+    yield
     ray.shutdown()
+
+
+@pytest.fixture
+def ray_local(_ray_session):
+    """One local Ray shared by the tests (starting Ray costs seconds); started again if a test
+    (the multi-node ones) shut it down."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    return ray
 
 
 def write_corpus(path, texts, ids=None, *, id_type=pa.int64(), text_column="text", id_column="id"):

