@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -25,7 +26,7 @@ import typer
 from rich.console import Console
 
 from operators import schema
-from operators.annotate import UnitAnnotator
+from operators.annotate import FAULTS_ENV, UnitAnnotator
 from operators.config import DEFAULT_MODEL, AnnotateConfig
 from operators.errors import CorpusNLPError, InputError
 from operators.inputs import discover
@@ -108,6 +109,13 @@ def plan_placement(config: AnnotateConfig, resources: dict[str, float], n_units:
     return Placement(actors, gpus, cpus)
 
 
+def worker_env() -> dict[str, str]:
+    env = dict(WORKER_ENV)
+    if FAULTS_ENV in os.environ:  # tests inject faults into the actors through the driver's environment
+        env[FAULTS_ENV] = os.environ[FAULTS_ENV]
+    return env
+
+
 def build_dataset(config: AnnotateConfig, units: list[InputUnit], placement: Placement, **remote_args: Any) -> ray.data.Dataset:
     """units -> stats rows; one unit per actor call, so a retry redoes exactly one unit."""
     ds = ray.data.from_items([u.to_row() for u in units], override_num_blocks=len(units))
@@ -121,7 +129,7 @@ def build_dataset(config: AnnotateConfig, units: list[InputUnit], placement: Pla
         num_cpus=placement.cpus_per_actor,
         max_restarts=-1,
         max_task_retries=UNIT_RETRIES,
-        runtime_env={"env_vars": WORKER_ENV},
+        runtime_env={"env_vars": worker_env()},
         **remote_args,
     )
 
