@@ -28,7 +28,7 @@ from rich.console import Console
 from operators import schema
 from operators.annotate import FAULTS_ENV, UnitAnnotator
 from operators.config import DEFAULT_MODEL, AnnotateConfig
-from operators.errors import CorpusNLPError, InputError
+from operators.errors import CorpusNLPError, InputError, output_not_empty
 from operators.inputs import discover
 from operators.manifest import OutputStore, RunLock
 from operators.pipeline import model_id
@@ -75,9 +75,6 @@ class RunReport:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "words_per_second": round(self.words_per_second, 1)}
-
-
-RunSummary = RunReport  # the name the core job used
 
 
 @dataclass(frozen=True)
@@ -164,8 +161,6 @@ def run(config: AnnotateConfig, console: Console | None = None) -> RunReport:
         store.check_fingerprint(fingerprint)
         committed = store.committed()
         if committed and not config.resume:
-            from operators.errors import output_not_empty
-
             raise output_not_empty(config.output, len(committed))
         todo = _reconcile(store, plan.units, committed, report)
         prepare_output(config.output)
@@ -313,7 +308,7 @@ def command(
     fail_on_bad_input: Annotated[bool, typer.Option(help="Fail the run on an unreadable input file instead of skipping it")] = False,
 ) -> None:
     """Annotate a Parquet corpus: tokens, entities, sentences with pooled vectors, documents."""
-    options = {k: v for k, v in locals().items()}
+    options = dict(locals())
     try:
         report = run(AnnotateConfig.build(**options))
     except CorpusNLPError as exc:

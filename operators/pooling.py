@@ -39,6 +39,11 @@ def segment_mean(X, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _divide(sums, lengths)
 
 
+def _host(array) -> np.ndarray:
+    """A numpy copy of a numpy or cupy array (wordpiece ids and masks are small)."""
+    return get_array_ops(array).to_numpy(array) if not isinstance(array, np.ndarray) else array
+
+
 def _divide(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     valid = counts > 0
     means = sums / np.maximum(counts, 1)[:, None]
@@ -52,7 +57,7 @@ def pool_tok2vec(doc: Doc) -> tuple[np.ndarray, np.ndarray]:
 def pool_curated(doc: Doc) -> tuple[np.ndarray, np.ndarray]:
     """Curated transformers store pieces per token (special tokens already removed)."""
     state = doc._.trf_data.last_hidden_layer_state
-    pieces_per_token = np.asarray(get_array_ops(state.lengths).to_numpy(state.lengths), dtype=np.int64)
+    pieces_per_token = _host(state.lengths).astype(np.int64)
     token_starts = sentence_token_starts(doc)
     cumulative = np.concatenate([[0], np.cumsum(pieces_per_token)])
     return segment_mean(state.dataXd, np.diff(cumulative[token_starts]))
@@ -73,9 +78,9 @@ def pool_transformer(doc: Doc, mode: Pooling, special_ids: np.ndarray) -> tuple[
         raise RuntimeError(
             "transformer output does not match the spans corpus-nlp set; was the span getter replaced?"
         )
-    mask = np.asarray(trf_data.wordpieces.attention_mask, dtype=bool)
+    mask = _host(trf_data.wordpieces.attention_mask).astype(bool)
     if mode == "mean_content":
-        mask &= ~np.isin(np.asarray(trf_data.wordpieces.input_ids), special_ids)
+        mask &= ~np.isin(_host(trf_data.wordpieces.input_ids), special_ids)
     weights = xp.asarray(mask, dtype="float32")
     span_sums = xp.einsum("slw,sl->sw", hidden.astype("float32", copy=False), weights)
     # spans never cross sentences and come in order: each span belongs to its start's sentence
