@@ -32,6 +32,7 @@ from operators.errors import CorpusNLPError, InputError, output_not_empty
 from operators.inputs import discover
 from operators.manifest import OutputStore, RunLock
 from operators.pipeline import model_id
+from operators.report import write_report
 from operators.units import InputUnit, plan_units
 from operators.writer import prepare_output
 
@@ -164,7 +165,7 @@ def run(config: AnnotateConfig, console: Console | None = None) -> RunReport:
             raise output_not_empty(config.output, len(committed))
         todo = _reconcile(store, plan.units, committed, report)
         prepare_output(config.output)
-        store.save_fingerprint(fingerprint)
+        store.save_fingerprint({**fingerprint, "model_name": config.model})
         for path, why in plan.bad_files.items():
             console.print(f"[yellow]skipped unreadable input[/] {path}: {why}")
         if todo:
@@ -177,6 +178,7 @@ def run(config: AnnotateConfig, console: Console | None = None) -> RunReport:
     if report.units.get("failed"):
         report.status = "failed"
     store.write_json(store.path("_reports", f"{run_id}.json"), report.to_dict())
+    write_report(report.to_dict(), config.output)
     print_summary(report, console)
     return report
 
@@ -278,7 +280,7 @@ def print_summary(report: RunReport, console: Console) -> None:
     )
     console.print(
         f"  units: {u.get('processed', 0)} done, {u.get('skipped', 0)} already done, {u.get('failed', 0)} failed, "
-        f"{u.get('removed', 0)} removed; report {report.output}/_reports/{report.run_id}.json"
+        f"{u.get('removed', 0)} removed; report {report.output}/_reports/{report.run_id}.html"
     )
     for message in report.first_errors:
         console.print(f"  [red]document error[/] {message}")
@@ -301,7 +303,7 @@ def command(
     max_wordpieces: Annotated[int, typer.Option(help="Longest transformer window, special tokens included")] = 256,
     segment_chars: Annotated[int, typer.Option(help="Texts longer than this are cut at sentence boundaries")] = 100_000,
     pooling: Annotated[str, typer.Option(help="mean (all wordpieces of the window, as sentence-transformers) or mean_content")] = "mean",
-    unit_rows: Annotated[int, typer.Option(help="Rows per unit of work, retry and commit (whole row groups)")] = 2048,
+    unit_rows: Annotated[int, typer.Option(help="Rows per unit of work, retry and commit (whole row groups)")] = 512,
     resume: Annotated[bool, typer.Option(help="Finish an interrupted run: skip units OUTPUT has committed")] = False,
     overwrite: Annotated[bool, typer.Option(help="Delete what OUTPUT holds and start over")] = False,
     break_lock: Annotated[bool, typer.Option(help="Take OUTPUT's lock even if its holder may be alive")] = False,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from jobs import annotate, evaluate
+from jobs import annotate, evaluate, query, search
 
 app = typer.Typer(
     name="corpus-nlp",
@@ -16,6 +16,8 @@ app = typer.Typer(
 app.command("annotate")(annotate.command)
 app.command("nightly")(annotate.nightly_command)
 app.command("evaluate")(evaluate.command)
+app.command("query")(query.command)
+app.command("search")(search.command)
 
 
 @app.callback()

@@ -132,6 +132,6 @@ def read_unit(unit: InputUnit, columns: list[str], batch_size: int):
     """Stream a unit's rows (only `columns`) as Arrow record batches of at most batch_size rows."""
     fs, path = fsspec.core.url_to_fs(unit.path)
     with fs.open(path, "rb") as handle:
-        yield from pq.ParquetFile(handle).iter_batches(
-            batch_size=batch_size, row_groups=list(unit.row_groups), columns=columns
-        )
+        parquet = pq.ParquetFile(handle, pre_buffer=False)
+        for group in unit.row_groups:  # one at a time: asking for all buffers them all
+            yield from parquet.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns)
