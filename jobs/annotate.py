@@ -119,7 +119,7 @@ def build_dataset(config: AnnotateConfig, units: list[InputUnit], placement: Pla
     ds = ray.data.from_items([u.to_row() for u in units], override_num_blocks=len(units))
     return ds.map_batches(
         UnitAnnotator,
-        fn_constructor_kwargs={"config": config, "use_gpu": placement.gpus_per_actor > 0},
+        fn_constructor_kwargs={"config": config, "use_gpu": placement.gpus_per_actor > 0 and not config.force_cpu},
         batch_size=1,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=placement.actors),
@@ -257,6 +257,8 @@ def _entry(unit: InputUnit, row: dict, run_id: str) -> dict:
         "run_id": run_id,
         "committed": _now(),
         **{k: row[k] for k in ("documents", "errors", "tokens", "words", "sentences", "entities")},
+        "seconds": round(row["seconds"], 3),
+        "worker": json.loads(row["worker"]),
     }
 
 
@@ -308,6 +310,7 @@ def command(
     overwrite: Annotated[bool, typer.Option(help="Delete what OUTPUT holds and start over")] = False,
     break_lock: Annotated[bool, typer.Option(help="Take OUTPUT's lock even if its holder may be alive")] = False,
     fail_on_bad_input: Annotated[bool, typer.Option(help="Fail the run on an unreadable input file instead of skipping it")] = False,
+    force_cpu: Annotated[bool, typer.Option(help="Run pipelines on CPU even where Ray assigns GPUs (to test placement)")] = False,
 ) -> None:
     """Annotate a Parquet corpus: tokens, entities, sentences with pooled vectors, documents."""
     options = dict(locals())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -197,6 +198,7 @@ UNIT_STATS_SCHEMA = pa.schema(
         pa.field("entities", pa.int64()),
         pa.field("first_error", pa.string()),
         pa.field("seconds", pa.float64()),
+        pa.field("worker", pa.string()),  # JSON: where the unit ran (host, pid, node's raylet, GPU)
     ]
 )
 
@@ -212,6 +214,15 @@ class UnitAnnotator:
     def __init__(self, config: AnnotateConfig, use_gpu: bool = False):
         self.annotator = Annotator(config, use_gpu=use_gpu)
         self.config = config
+        self.worker = json.dumps(
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "raylet_pid": os.environ.get("RAY_RAYLET_PID"),  # one raylet per node
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "device": "gpu" if use_gpu else "cpu",
+            }
+        )
 
     def __call__(self, units: pa.Table) -> pa.Table:
         return pa.Table.from_pylist([self.process(InputUnit.from_row(u)) for u in units.to_pylist()], schema=UNIT_STATS_SCHEMA)
@@ -230,9 +241,10 @@ class UnitAnnotator:
             writer.abort()
             log.warning("unit %s of %s failed: %s", unit.key, unit.path, describe(exc))
             return {**_EMPTY_STATS, "key": unit.key, "path": unit.path, "status": "failed", "error": describe(exc),
-                    "files": "{}", "seconds": time.perf_counter() - start}
+                    "files": "{}", "seconds": time.perf_counter() - start, "worker": self.worker}
         return {"key": unit.key, "path": unit.path, "status": "ok", "error": None, "files": json.dumps(files),
-                **writer.stats, "first_error": writer.first_error, "seconds": time.perf_counter() - start}
+                **writer.stats, "first_error": writer.first_error, "seconds": time.perf_counter() - start,
+                "worker": self.worker}
 
 
 _EMPTY_STATS = {"documents": 0, "errors": 0, "tokens": 0, "words": 0, "sentences": 0, "entities": 0, "first_error": None}

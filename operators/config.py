@@ -38,6 +38,7 @@ class AnnotateConfig(BaseModel):
     overwrite: bool = Field(False, description="delete what OUTPUT holds and start over")
     break_lock: bool = Field(False, description="take OUTPUT's lock even if its holder looks alive")
     fail_on_bad_input: bool = Field(False, description="an unreadable input file fails the run")
+    force_cpu: bool = Field(False, description="run pipelines on CPU even where Ray assigns GPUs (placement tests)")
 
     @field_validator("input", "output", "model", "text_column", "id_column")
     @classmethod
