@@ -305,7 +305,7 @@ def command(
     max_wordpieces: Annotated[int, typer.Option(help="Longest transformer window, special tokens included")] = 256,
     segment_chars: Annotated[int, typer.Option(help="Texts longer than this are cut at sentence boundaries")] = 100_000,
     pooling: Annotated[str, typer.Option(help="mean (all wordpieces of the window, as sentence-transformers) or mean_content")] = "mean",
-    unit_rows: Annotated[int, typer.Option(help="Rows per unit of work, retry and commit (whole row groups)")] = 512,
+    unit_rows: Annotated[int, typer.Option(help="Rows per unit of work, retry and commit (whole row groups)")] = 128,
     resume: Annotated[bool, typer.Option(help="Finish an interrupted run: skip units OUTPUT has committed")] = False,
     overwrite: Annotated[bool, typer.Option(help="Delete what OUTPUT holds and start over")] = False,
     break_lock: Annotated[bool, typer.Option(help="Take OUTPUT's lock even if its holder may be alive")] = False,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from jobs import annotate, evaluate, query, search
+from jobs import annotate, bench, evaluate, query, search
 
 app = typer.Typer(
     name="corpus-nlp",
@@ -18,6 +18,7 @@ app.command("nightly")(annotate.nightly_command)
 app.command("evaluate")(evaluate.command)
 app.command("query")(query.command)
 app.command("search")(search.command)
+app.command("bench")(bench.command)
 
 
 @app.callback()

@@ -33,7 +33,7 @@ class AnnotateConfig(BaseModel):
     max_wordpieces: int = Field(256, ge=8, description="longest transformer window, special tokens included")
     segment_chars: int = Field(100_000, ge=1_000, description="texts longer than this are cut at sentence boundaries")
     pooling: Pooling = "mean"
-    unit_rows: int = Field(512, ge=1, description="rows per unit of work, retry and commit (whole row groups)")
+    unit_rows: int = Field(128, ge=1, description="rows per unit of work, retry and commit (whole row groups)")
     resume: bool = Field(False, description="skip units OUTPUT has committed; redo changed ones")
     overwrite: bool = Field(False, description="delete what OUTPUT holds and start over")
     break_lock: bool = Field(False, description="take OUTPUT's lock even if its holder looks alive")

