@@ -53,14 +53,6 @@ class Annotator:
         # tests inject faults here: called with the texts of every nlp.pipe call before it runs
         self.before_pipe: Callable[[list[str]], None] | None = faults_from_env()
 
-    @property
-    def model_id(self) -> str:
-        return self.pipeline.model_id
-
-    @property
-    def vector_width(self) -> int:
-        return self.pipeline.vector_width
-
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.pipeline.ensure_device()
         texts, text_errors = decode_texts(batch.column(self.config.text_column), self.config.text_column)
