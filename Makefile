@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/corpus-nlp assemble-default
 	touch $@
 
 demo: setup
@@ -28,5 +29,6 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# the default pipeline on the gold_dev documents it never saw in training (its test split)
 eval: setup
-	$(BIN)/corpus-nlp evaluate ../shared/data/ewt/gold_dev.jsonl
+	$(BIN)/corpus-nlp evaluate ../shared/data/ewt/gold_dev.jsonl --heldout

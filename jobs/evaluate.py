@@ -45,8 +45,18 @@ def corpus_nlp_predictions(output: str) -> dict[str, Predicted]:
     }
 
 
-def evaluate(gold_path: str, model: str, workdir: str, actors: int | None = None) -> dict:
+def heldout(gold: list) -> list:
+    """The gold_dev documents the default pipeline never trained on nor selected with."""
+    from jobs.train_default import DEV_SHARES
+    from operators.training import split_of
+
+    return [d for d in gold if split_of(d.id, DEV_SHARES) == "test"]
+
+
+def evaluate(gold_path: str, model: str, workdir: str, actors: int | None = None, only_heldout: bool = False) -> dict:
     gold = read_gold(gold_path)
+    if only_heldout:
+        gold = heldout(gold)
     corpus = Path(workdir) / "input.parquet"
     pq.write_table(pa.table({"id": [d.id for d in gold], "text": [d.text for d in gold]}), corpus)
     summary = run(AnnotateConfig(input=str(corpus), output=str(Path(workdir) / "output"), model=model, actors=actors))
@@ -54,7 +64,9 @@ def evaluate(gold_path: str, model: str, workdir: str, actors: int | None = None
 
     import spacy
 
-    nlp = spacy.load(model)
+    from operators.default_model import resolve
+
+    nlp = spacy.load(resolve(model))
     start = time.perf_counter()
     plain_docs = {d.id: predicted_from_doc(doc) for d, doc in zip(gold, nlp.pipe([d.text for d in gold]))}
     plain_seconds = time.perf_counter() - start
@@ -62,6 +74,7 @@ def evaluate(gold_path: str, model: str, workdir: str, actors: int | None = None
     return {
         "gold": gold_path,
         "documents": len(gold),
+        "heldout_only": only_heldout,
         "model": model,
         "corpus_nlp": {**ours.as_dict(), "errors": summary.errors, "seconds": round(summary.seconds, 1)},
         "nlp_pipe": {**plain.as_dict(), "seconds": round(plain_seconds, 1)},
@@ -74,10 +87,11 @@ def command(
     model: Annotated[str, typer.Option(help="spaCy pipeline to evaluate")] = DEFAULT_MODEL,
     report: Annotated[str | None, typer.Option(help="Also write the scores as JSON here")] = None,
     actors: Annotated[int | None, typer.Option(help="Pipeline actors for the corpus-nlp run")] = None,
+    heldout: Annotated[bool, typer.Option(help="Only the gold_dev documents the default pipeline did not train on (its test split)")] = False,
 ) -> None:
     """Score corpus-nlp (through Ray) and plain nlp.pipe of the same model on the same gold texts."""
     with tempfile.TemporaryDirectory() as workdir:
-        result = evaluate(gold, model, workdir, actors)
+        result = evaluate(gold, model, workdir, actors, heldout)
     table = Table(title=f"{model} on {result['documents']} documents of {gold}")
     for column in ("", "tag acc", "ent P", "ent R", "ent F1", "sent F1", "seconds"):
         table.add_column(column)

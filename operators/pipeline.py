@@ -69,8 +69,11 @@ def load_pipeline(name: str, *, use_gpu: bool, max_wordpieces: int) -> Pipeline:
             spacy.require_gpu(0)
         except Exception as exc:  # cupy missing or no CUDA device: say what to install
             raise errors.gpu_unavailable(exc) from exc
+    from . import architectures  # noqa: F401  (the default pipeline's tok2vec architecture)
+    from .default_model import resolve
+
     try:
-        nlp = spacy.load(name)
+        nlp = spacy.load(resolve(name))
     except (OSError, ImportError) as exc:
         raise errors.model_not_found(name, exc) from exc
 
@@ -113,8 +116,13 @@ def model_id(name: str) -> str:
     """`<lang>_<name>-<version>` of a pipeline package or folder, read from its meta.json only."""
     from pathlib import Path
 
+    from .default_model import NAME, heads_dir
+
     try:
-        path = Path(name) if Path(name).exists() else spacy.util.get_package_path(name)
+        if name == NAME:  # the heads carry the same meta.json as the assembled pipeline
+            path = heads_dir()
+        else:
+            path = Path(name) if Path(name).exists() else spacy.util.get_package_path(name)
         meta = spacy.util.get_model_meta(path)
     except (OSError, ImportError, ValueError) as exc:
         raise errors.model_not_found(name, exc) from exc

@@ -15,7 +15,8 @@ from pathlib import Path
 import spacy
 from spacy.training import Example
 
-from jobs.bench import SHAPED_CONFIG, SHAPES, build_random_bert, minilm_dir
+from jobs.bench import SHAPED_CONFIG, SHAPES, build_random_bert
+from operators.default_model import minilm_dir
 
 TRAIN = [
     ("Alice Smith works for Acme Corp in Paris.", ["NNP", "NNP", "VBZ", "IN", "NNP", "NNP", "IN", "NNP", "."],
