@@ -12,7 +12,6 @@ the peak RSS of the process tree (the driver, Ray and its workers), and writes J
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import threading
 import time

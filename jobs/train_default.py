@@ -74,7 +74,6 @@ def train(
     gold_entity_repeat: int = GOLD_ENTITY_REPEAT,
 ) -> dict:
     import spacy
-    from spacy.training import Example
     from spacy.training.batchers import minibatch_by_words
     from thinc.api import Config
 
