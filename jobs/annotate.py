@@ -32,7 +32,7 @@ from operators.errors import CorpusNLPError, InputError, output_not_empty
 from operators.inputs import discover
 from operators.manifest import OutputStore, RunLock
 from operators.default_model import resolve
-from operators.pipeline import model_id
+from operators.pipeline import check_precision, model_id
 from operators.report import write_report
 from operators.units import InputUnit, plan_units
 from operators.writer import prepare_output
@@ -145,6 +145,7 @@ def run(config: AnnotateConfig, console: Console | None = None) -> RunReport:
     start = time.perf_counter()
 
     mid = model_id(config.model)
+    check_precision(config.model, config.precision)
     fingerprint = config.fingerprint(mid, schema.SCHEMA_VERSION)
     plan = plan_units(
         discover(config.input), config.text_column, config.id_column,
@@ -307,6 +308,8 @@ def command(
     max_wordpieces: Annotated[int, typer.Option(help="Longest transformer window, special tokens included")] = 256,
     segment_chars: Annotated[int, typer.Option(help="Texts longer than this are cut at sentence boundaries")] = 100_000,
     pooling: Annotated[str, typer.Option(help="mean (all wordpieces of the window, as sentence-transformers) or mean_content")] = "mean",
+    precision: Annotated[str, typer.Option(help="Transformer forward pass: fp32, or bf16 (autocast; spacy-transformers pipelines)")] = "fp32",
+    token_budget: Annotated[int | None, typer.Option(help="Padded wordpieces per transformer forward call, spans sorted by length; default 1024 on CPU, 16384 on GPU")] = None,
     unit_rows: Annotated[int, typer.Option(help="Rows per unit of work, retry and commit (whole row groups)")] = 128,
     resume: Annotated[bool, typer.Option(help="Finish an interrupted run: skip units OUTPUT has committed")] = False,
     overwrite: Annotated[bool, typer.Option(help="Delete what OUTPUT holds and start over")] = False,

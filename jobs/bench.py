@@ -195,7 +195,8 @@ def count_words(docs) -> int:
 def bench_nlp_pipe(model: str, texts: list[str], batch_sizes: list[int], use_gpu: bool, n_process: int = 1) -> dict:
     from operators.pipeline import load_pipeline
 
-    nlp = load_pipeline(model, use_gpu=use_gpu, max_wordpieces=256).nlp
+    # spaCy as it comes: spacy-transformers' one padded call per batch (bucket=False)
+    nlp = load_pipeline(model, use_gpu=use_gpu, max_wordpieces=256, bucket=False).nlp
     best: dict[str, Any] = {}
     for batch_size in batch_sizes:
         start = time.perf_counter()
@@ -211,7 +212,7 @@ import json, sys, torch
 torch.set_num_threads(1)  # no intra-op thread pool before nlp.pipe forks: forking one deadlocks
 from jobs.bench import bench_nlp_pipe
 texts = json.load(open(sys.argv[2]))
-print(json.dumps(bench_nlp_pipe(sys.argv[1], texts, [int(sys.argv[3])], False, n_process=int(sys.argv[4]))))
+print(json.dumps(bench_nlp_pipe(sys.argv[1], texts, [int(sys.argv[3])], False, int(sys.argv[4]))))
 """
 
 
@@ -229,22 +230,24 @@ def bench_nlp_pipe_processes(model: str, texts: list[str], batch_size: int, n_pr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def bench_corpus_nlp(model: str, texts: list[str], workdir: Path, gpu: bool, batch_size: int, unit_rows: int | None = None) -> dict:
+def bench_corpus_nlp(model: str, texts: list[str], workdir: Path, gpu: bool, batch_size: int, **options: Any) -> dict:
+    """`jobs.annotate.run` on `texts` written as Parquet; `options` are AnnotateConfig fields (None = its default)."""
     import ray
 
     from jobs.annotate import run
 
     corpus = workdir / "corpus.parquet"
-    pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), corpus, row_group_size=64)
+    rows = min(64, options.get("unit_rows") or 64)  # units are whole row groups
+    pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), corpus, row_group_size=rows)
     if ray.is_initialized():  # Ray's start is part of what is measured: start from none
         ray.shutdown()
     start = time.perf_counter()
     ray.init(include_dashboard=False, log_to_driver=False)
     ray_start = time.perf_counter() - start
     try:
-        options = {"unit_rows": unit_rows} if unit_rows else {}
-        report = run(AnnotateConfig(input=str(corpus), output=str(workdir / "out"), model=model, batch_size=batch_size,
-                                    gpus_per_actor=1.0 if gpu else 0.0, **options), console=Console(stderr=True, quiet=True))
+        options = {"gpus_per_actor": 1.0 if gpu else 0.0} | {k: v for k, v in options.items() if v is not None}
+        report = run(AnnotateConfig(input=str(corpus), output=str(workdir / "out"), model=model, batch_size=batch_size, **options),
+                     console=Console(stderr=True, quiet=True))
     finally:
         ray.shutdown()
     seconds = time.perf_counter() - start
@@ -258,7 +261,7 @@ def bench_transformer_limit(model: str, texts: list[str], gpu: bool, batch_size:
 
     from operators.pipeline import load_pipeline
 
-    pipeline = load_pipeline(model, use_gpu=gpu, max_wordpieces=256)
+    pipeline = load_pipeline(model, use_gpu=gpu, max_wordpieces=256, bucket=False)  # windows sorted here
     if pipeline.embedding != "transformer":
         return None
     trf = pipeline.nlp.get_pipe(pipeline.embedding_component).model
@@ -313,6 +316,12 @@ def command(
     batch_sizes: Annotated[str, typer.Option(help="nlp.pipe batch sizes to try for the baseline")] = "16,64,256",
     docs: Annotated[str, typer.Option(help="EWT docs.jsonl (falls back to the bundled sample)")] = DEFAULT_DOCS,
     out: Annotated[str, typer.Option(help="Folder for bench.json and bench.png")] = "bench/results",
+    baselines: Annotated[bool, typer.Option(help="Also run nlp.pipe and the raw transformer (--no-baselines: corpus-nlp only, e.g. to compare memory across corpus sizes)")] = True,
+    actors: Annotated[int | None, typer.Option(help="corpus-nlp actors (default: as `annotate` plans them)")] = None,
+    unit_rows: Annotated[int | None, typer.Option(help="corpus-nlp rows per unit (default: as `annotate`)")] = None,
+    gpus_per_actor: Annotated[float | None, typer.Option(help="corpus-nlp GPU share per actor, e.g. 0.25 for four actors per GPU (default 1 with --device gpu)")] = None,
+    precision: Annotated[str, typer.Option(help="Transformer forward in corpus-nlp: fp32 or bf16 (nlp.pipe stays fp32)")] = "fp32",
+    token_budget: Annotated[int | None, typer.Option(help="corpus-nlp padded wordpieces per transformer call (default: as `annotate`)")] = None,
 ) -> None:
     """Measure nlp.pipe, corpus-nlp end to end and the raw transformer in one run."""
     gpu = device == "gpu"
@@ -324,30 +333,39 @@ def command(
         texts = load_texts(docs, words)
         runs: dict[str, Any] = {}
         rss: dict[str, int] = {}
-        with PeakRSS() as peak:
-            runs["nlp.pipe"] = bench_nlp_pipe(name, texts, sizes, gpu)
-        rss["nlp.pipe"] = peak.peak
-        if not gpu:
+        if baselines:
+            with PeakRSS() as peak:
+                runs["nlp.pipe"] = bench_nlp_pipe(name, texts, sizes, gpu)
+            rss["nlp.pipe"] = peak.peak
+        if baselines and not gpu:
             with PeakRSS() as peak:
                 runs["nlp.pipe n_process=2"] = bench_nlp_pipe_processes(name, texts, max(sizes), 2, workdir)
             rss["nlp.pipe n_process=2"] = peak.peak
         with PeakRSS() as peak:
-            runs["corpus-nlp"] = bench_corpus_nlp(name, texts, workdir, gpu, max(sizes) if gpu else 64)
+            runs["corpus-nlp"] = bench_corpus_nlp(
+                name, texts, workdir, gpu, max(sizes) if gpu else 64,
+                unit_rows=unit_rows, actors=actors, gpus_per_actor=gpus_per_actor, precision=precision,
+                token_budget=token_budget,
+            )
         rss["corpus-nlp"] = peak.peak
-        runs["transformer bf16"] = bench_transformer_limit(name, texts, gpu)
+        runs["transformer bf16"] = bench_transformer_limit(name, texts, gpu) if baselines else None
     gpu_peak = None
     if gpu:
         import torch
 
         gpu_peak = torch.cuda.max_memory_allocated()
     e2e = runs["corpus-nlp"]["words_per_s"]
-    ratios = {"corpus-nlp / nlp.pipe": round(e2e / runs["nlp.pipe"]["words_per_s"], 3)}
+    ratios = {}
+    if "nlp.pipe" in runs:
+        ratios["corpus-nlp / nlp.pipe"] = round(e2e / runs["nlp.pipe"]["words_per_s"], 3)
     if "nlp.pipe n_process=2" in runs:
         ratios["corpus-nlp / nlp.pipe n_process=2"] = round(e2e / runs["nlp.pipe n_process=2"]["words_per_s"], 3)
     if runs["transformer bf16"]:
         ratios["corpus-nlp / transformer bf16"] = round(e2e / runs["transformer bf16"]["words_per_s"], 3)
     results = {
-        "model": shape or model, "machine": f"{device}, {psutil.cpu_count()} cores", "words": runs["nlp.pipe"]["words"],
+        "model": shape or model, "machine": f"{device}, {psutil.cpu_count()} cores", "words": runs["corpus-nlp"]["words"],
+        "options": {"precision": precision, "token_budget": token_budget, "gpus_per_actor": gpus_per_actor, "actors": actors,
+                    "unit_rows": unit_rows},
         "runs": runs, "ratios": ratios, "peak_rss_mib": {k: round(v / 2**20) for k, v in rss.items()},
         "peak_gpu_mib": round(gpu_peak / 2**20) if gpu_peak else None,
     }

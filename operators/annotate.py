@@ -45,7 +45,10 @@ class Annotator:
 
     def __init__(self, config: AnnotateConfig, use_gpu: bool = False):
         self.config = config
-        self.pipeline: Pipeline = load_pipeline(config.model, use_gpu=use_gpu, max_wordpieces=config.max_wordpieces)
+        self.pipeline: Pipeline = load_pipeline(
+            config.model, use_gpu=use_gpu, max_wordpieces=config.max_wordpieces,
+            precision=config.precision, token_budget=config.token_budget,
+        )
         self.segment_chars = min(config.segment_chars, self.pipeline.nlp.max_length)
         # segments of long texts are piped in groups of at most this many chars, so one huge
         # document becomes many bounded batches rather than one enormous one
@@ -60,9 +63,13 @@ class Annotator:
             sources = batch.column(PATH_COLUMN).combine_chunks().cast(pa.string())
         else:
             sources = pa.nulls(batch.num_rows, pa.string())
-        results = self.annotate_texts(texts, text_errors)
         doc_ids = batch.column(self.config.id_column).combine_chunks()
-        return build_annotated_table(doc_ids, sources, results, self.pipeline)
+        # Strings that these texts add to the vocab (and lexemes) live only as long as the zone, so
+        # an actor that meets millions of distinct words keeps a vocab of the model's size, not the
+        # corpus's. The table is built inside it: token strings are looked up by hash.
+        with self.pipeline.nlp.memory_zone():
+            results = self.annotate_texts(texts, text_errors)
+            return build_annotated_table(doc_ids, sources, results, self.pipeline)
 
     def annotate_texts(self, texts: list[str | None], text_errors: list[str | None] | None = None) -> list[DocumentResult]:
         text_errors = text_errors or [None] * len(texts)
@@ -221,7 +228,7 @@ class UnitAnnotator:
 
     def process(self, unit: InputUnit) -> dict:
         start = time.perf_counter()
-        writer = UnitWriter(self.config.output, unit.key, self.config.pooling)
+        writer = UnitWriter(self.config.output, unit.key, self.config.pooling, self.config.precision)
         columns = [self.config.id_column, self.config.text_column]
         try:
             for record_batch in read_unit(unit, columns, self.config.batch_size):

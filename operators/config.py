@@ -16,6 +16,19 @@ DEFAULT_MODEL = "corpus_nlp_minilm"  # operators/default_model.py: MiniLM + head
 #   "mean_content" only the wordpieces of the sentence's own text (special tokens excluded)
 # A Tok2Vec pipeline has no special tokens; both modes average its token vectors.
 Pooling = Literal["mean", "mean_content"]
+# Transformer forward pass: fp32, or bf16 autocast with float32 hidden states out
+# (operators/pipeline.py: BucketedForward). Tags, entities and vectors may differ slightly from fp32.
+# (spacy-transformers' own `mixed_precision` is fp16 autocast with a grad scaler: slower in our GPU probe.)
+Precision = Literal["fp32", "bf16"]
+# Padded wordpieces per transformer forward call: spans run sorted by length in buckets this big
+# (operators/pipeline.py: BucketedForward); bounds one call's memory too. On CPU small calls are
+# fastest (cache-sized: 1,024 gave 3.6x spacy-transformers' one padded call, bench/PERFLOG.md);
+# a GPU needs large ones to fill it (16,384: not yet measured on a GPU).
+DEFAULT_TOKEN_BUDGET = {"cpu": 1_024, "gpu": 16_384}
+
+
+# Fingerprint entries that outputs made before the option existed lack: read as these values.
+FINGERPRINT_DEFAULTS = {"precision": "fp32"}
 
 
 class AnnotateConfig(BaseModel):
@@ -33,6 +46,10 @@ class AnnotateConfig(BaseModel):
     max_wordpieces: int = Field(256, ge=8, description="longest transformer window, special tokens included")
     segment_chars: int = Field(100_000, ge=1_000, description="texts longer than this are cut at sentence boundaries")
     pooling: Pooling = "mean"
+    token_budget: int | None = Field(
+        None, ge=64, description="padded wordpieces per transformer forward call (spans sorted by length); None = by device"
+    )
+    precision: Precision = Field("fp32", description="transformer forward: fp32, or bf16 autocast (spacy-transformers pipelines)")
     unit_rows: int = Field(128, ge=1, description="rows per unit of work, retry and commit (whole row groups)")
     resume: bool = Field(False, description="skip units OUTPUT has committed; redo changed ones")
     overwrite: bool = Field(False, description="delete what OUTPUT holds and start over")
@@ -64,7 +81,10 @@ class AnnotateConfig(BaseModel):
 
     def fingerprint(self, model_id: str, schema_version: str) -> dict[str, str]:
         """What an OUTPUT's units must share: mixing any of these would mix incomparable rows."""
-        return {"schema_version": schema_version, "model": model_id, "pooling": self.pooling}
+        found = {"schema_version": schema_version, "model": model_id, "pooling": self.pooling}
+        if self.precision != FINGERPRINT_DEFAULTS["precision"]:  # fp32 keeps the keys of outputs made before bf16 existed
+            found["precision"] = self.precision
+        return found
 
     def unit_fingerprint(self, model_id: str, schema_version: str) -> str:
         """Everything that changes a unit's rows; part of every unit key."""

@@ -97,3 +97,10 @@ def gpu_unavailable(cause: BaseException) -> ModelError:
         f"Ray gave this actor a GPU but spaCy cannot use it ({cause}). Install cupy for your CUDA "
         "version (e.g. cupy-cuda12x) on the workers, or run with --gpus-per-actor 0."
     )
+
+
+def precision_needs_transformer(name: str, precision: str, found: str) -> ConfigError:
+    return ConfigError(
+        f"--precision {precision} runs a spacy-transformers Transformer in bf16, but pipeline {name!r} "
+        f"embeds with {found}. Use --precision fp32 with this pipeline."
+    )

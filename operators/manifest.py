@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from . import errors, schema
+from .config import FINGERPRINT_DEFAULTS
 from .writer import output_filesystem, unit_relpaths
 
 HEARTBEAT_S = 15.0
@@ -85,8 +86,9 @@ class OutputStore:
         found = self.read_json(self.path("_manifest", "run.json"))
         if found is None:
             return
-        if any(found.get(k) != v for k, v in fingerprint.items()):
-            raise errors.output_has_other_run(self.output, found, fingerprint)
+        have, want = {**FINGERPRINT_DEFAULTS, **found}, {**FINGERPRINT_DEFAULTS, **fingerprint}
+        if any(have.get(k) != v for k, v in want.items()):
+            raise errors.output_has_other_run(self.output, have, want)
 
     def save_fingerprint(self, fingerprint: dict[str, Any]) -> None:
         self.write_json(self.path("_manifest", "run.json"), fingerprint)

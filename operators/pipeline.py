@@ -13,6 +13,7 @@ What preparation does, by embedding kind:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,6 +25,7 @@ from spacy.pipeline import Sentencizer
 from spacy.tokens import Doc, Span
 
 from . import errors
+from .config import DEFAULT_TOKEN_BUDGET, Precision
 
 EmbeddingKind = Literal["transformer", "curated_transformer", "tok2vec"]
 
@@ -40,6 +42,7 @@ class Pipeline:
     embedding_component: str
     vector_width: int
     use_gpu: bool
+    precision: Precision = "fp32"
     span_getter: CappedSentenceSpans | None = None  # spacy-transformers pipelines only
     annotates: dict[str, bool] = field(default_factory=dict)  # TAG, POS, LEMMA, DEP, ENT_IOB -> bool
     _device_thread: int = field(default_factory=threading.get_ident, repr=False)
@@ -62,8 +65,20 @@ class Pipeline:
 _SENTENCIZER = Sentencizer()
 
 
-def load_pipeline(name: str, *, use_gpu: bool, max_wordpieces: int) -> Pipeline:
-    """Load `name` (package or path) once, on this process's GPU when `use_gpu`, and prepare it."""
+def load_pipeline(
+    name: str,
+    *,
+    use_gpu: bool,
+    max_wordpieces: int,
+    precision: Precision = "fp32",
+    token_budget: int | None = None,
+    bucket: bool = True,
+) -> Pipeline:
+    """Load `name` (package or path) once, on this process's GPU when `use_gpu`, and prepare it.
+
+    token_budget None: DEFAULT_TOKEN_BUDGET for the device. bucket=False leaves spacy-transformers'
+    one padded call per batch as it is (the benchmark's baseline); precision bf16 still applies.
+    """
     if use_gpu:
         try:
             spacy.require_gpu(0)
@@ -87,6 +102,14 @@ def load_pipeline(name: str, *, use_gpu: bool, max_wordpieces: int) -> Pipeline:
         span_getter = CappedSentenceSpans(tokenizer, cap)
         trf_model.attrs["get_spans"] = span_getter
         nlp.add_pipe(GUARD_NAME, first=True, config={"max_bytes": span_getter.budget})
+        hf_model = trf_model.transformer
+        hf_model.forward = BucketedForward(
+            hf_model.forward, "cuda" if use_gpu else "cpu",
+            max(token_budget or DEFAULT_TOKEN_BUDGET["gpu" if use_gpu else "cpu"], cap), precision == "bf16",
+            bucket=bucket and tokenizer.padding_side == "right",  # buckets cut padding off row ends
+        )
+    elif precision != "fp32":
+        raise errors.precision_needs_transformer(name, precision, f"a {kind}")
     elif not any(_sets_sentences(nlp, n) for n in nlp.pipe_names):
         nlp.add_pipe("sentencizer", first=True)
 
@@ -99,6 +122,7 @@ def load_pipeline(name: str, *, use_gpu: bool, max_wordpieces: int) -> Pipeline:
         embedding_component=component,
         vector_width=0,
         use_gpu=use_gpu,
+        precision=precision,
         span_getter=span_getter,
     )
     # One warm-up document: proves the pipeline runs, and tells the embedding width and which
@@ -110,6 +134,23 @@ def load_pipeline(name: str, *, use_gpu: bool, max_wordpieces: int) -> Pipeline:
     pipeline.vector_width = int(vectors.shape[1])
     pipeline.annotates = {attr: probe.has_annotation(attr) for attr in ("TAG", "POS", "LEMMA", "DEP", "ENT_IOB")}
     return pipeline
+
+
+def check_precision(name: str, precision: Precision) -> None:
+    """In the driver, before any actor loads it: can `name` run its transformer in `precision`?"""
+    if precision == "fp32":
+        return
+    from pathlib import Path
+
+    from .default_model import resolve
+
+    path = Path(resolve(name))
+    if not path.exists():
+        path = spacy.util.get_package_path(name)
+    configs = sorted(path.rglob("config.cfg"), key=lambda p: len(p.parts))
+    factories = [c.get("factory") for c in spacy.util.load_config(configs[0])["components"].values()] if configs else []
+    if "transformer" not in factories:
+        raise errors.precision_needs_transformer(name, precision, "components " + ", ".join(map(str, factories)))
 
 
 def model_id(name: str) -> str:
@@ -167,6 +208,94 @@ def _ensure_sentences_before(nlp: Language, component: str) -> None:
     before = nlp.pipe_names[: nlp.pipe_names.index(component)]
     if not any(_sets_sentences(nlp, n) for n in before):
         nlp.add_pipe("sentencizer", first=True)
+
+
+class BucketedForward:
+    """A Hugging Face model's forward, run over length-sorted buckets of a padded batch.
+
+    spacy-transformers hands the model every span of an nlp.pipe batch in one call, padded to the
+    longest span: on web text that is 6-9x more wordpieces than the spans hold (measured on EWT,
+    bench/PERFLOG.md). This runs the rows sorted by length in buckets of at most `token_budget`
+    padded wordpieces, each padded only to its own longest row, and scatters the outputs back into
+    the layout spacy-transformers expects. Padding positions hold whatever their bucket gave them
+    (zeros past its width): nothing reads them, alignment and pooling follow the attention mask.
+    Real positions equal one padded call's to float rounding. It also bounds the memory of one
+    forward call. With `bf16`, each call runs under torch.autocast(bfloat16) and hands float32 back.
+    """
+
+    def __init__(self, forward: Any, device_type: str, token_budget: int, bf16: bool, bucket: bool = True):
+        self.forward, self.device_type, self.token_budget, self.bf16 = forward, device_type, token_budget, bf16
+        self.bucket = bucket  # False: one call over the batch as it comes (baseline; left-padding tokenizers)
+
+    def buckets(self, lengths: Any) -> list[tuple[Any, int]]:
+        """(rows, width) per forward call: rows sorted by length, at most token_budget padded pieces each."""
+        import torch
+
+        n = len(lengths)
+        order = torch.argsort(lengths, stable=True)
+        sorted_lengths = [int(x) for x in lengths[order].tolist()]  # one device sync per batch
+        found = []
+        start = 0
+        while start < n:
+            end = start + 1
+            while end < n and (end + 1 - start) * sorted_lengths[end] <= self.token_budget:
+                end += 1
+            found.append((order[start:end], max(1, sorted_lengths[end - 1])))
+            start = end
+        return found
+
+    def __call__(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None, **kwargs: Any) -> Any:
+        import torch
+
+        if not self.bucket:
+            with torch.autocast(self.device_type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext():
+                output = self.forward(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs)
+            return _float32(output) if self.bf16 else output
+        n, width = input_ids.shape
+        full: dict[str, Any] = {}
+        output_type = None
+        for rows, w in self.buckets(attention_mask.sum(dim=1)):
+            inputs = {"input_ids": input_ids[rows, :w], "attention_mask": attention_mask[rows, :w]}
+            if token_type_ids is not None:
+                inputs["token_type_ids"] = token_type_ids[rows, :w]
+            # fp32: no autocast context at all (a disabled one would also switch off a caller's)
+            with torch.autocast(self.device_type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext():
+                output = self.forward(**inputs, **kwargs)
+            output_type = type(output)
+            for key, value in output.items():
+                if isinstance(value, tuple):
+                    slots = full.setdefault(key, [None] * len(value))
+                    for i, v in enumerate(value):
+                        slots[i] = _scatter(slots[i], v, rows, n, width)
+                else:
+                    full[key] = _scatter(full.get(key), value, rows, n, width)
+        return output_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in full.items()})
+
+
+def _float32(output: Any) -> Any:
+    for key, value in output.items():
+        if isinstance(value, tuple):
+            output[key] = tuple(v.float() if v.is_floating_point() else v for v in value)
+        elif value.is_floating_point():
+            output[key] = value.float()
+    return output
+
+
+def _scatter(target: Any, value: Any, rows: Any, n: int, width: int) -> Any:
+    """Put a bucket's output rows into the whole batch's tensor (float32; sequences padded to `width`)."""
+    import torch
+
+    if value.dim() not in (2, 3):
+        raise ValueError(f"cannot scatter a transformer output of shape {tuple(value.shape)}; ask for hidden states only")
+    if target is None:
+        shape = (n, width, *value.shape[2:]) if value.dim() == 3 else (n, *value.shape[1:])
+        dtype = torch.float32 if value.is_floating_point() else value.dtype
+        target = torch.zeros(shape, dtype=dtype, device=value.device)
+    if value.dim() == 3:
+        target[rows, : value.shape[1]] = value.to(target.dtype)
+    else:
+        target[rows] = value.to(target.dtype)
+    return target
 
 
 class CappedSentenceSpans:

@@ -16,6 +16,7 @@ META_SCHEMA_VERSION = b"corpus_nlp.schema_version"
 META_MODEL = b"corpus_nlp.model"
 META_VECTOR_WIDTH = b"corpus_nlp.vector_width"
 META_POOLING = b"corpus_nlp.pooling"
+META_PRECISION = b"corpus_nlp.precision"
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -115,10 +116,11 @@ def annotated_schema(id_type: pa.DataType, vector_width: int) -> pa.Schema:
     )
 
 
-def file_metadata(model: str, vector_width: int, pooling: str) -> dict[bytes, bytes]:
+def file_metadata(model: str, vector_width: int, pooling: str, precision: str = "fp32") -> dict[bytes, bytes]:
     return {
         META_SCHEMA_VERSION: SCHEMA_VERSION.encode(),
         META_MODEL: model.encode(),
         META_VECTOR_WIDTH: str(vector_width).encode(),
         META_POOLING: pooling.encode(),
+        META_PRECISION: precision.encode(),
     }

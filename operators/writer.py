@@ -63,10 +63,10 @@ def vector_width(batch: pa.Table) -> int:
 class UnitWriter:
     """`write(annotated batch)` as often as needed, then `commit()` (or `abort()`)."""
 
-    def __init__(self, output: str, key: str, pooling: str):
+    def __init__(self, output: str, key: str, pooling: str, precision: str = "fp32"):
         self.fs, self.root = output_filesystem(output)
         self.relpaths = unit_relpaths(key)
-        self.pooling = pooling
+        self.pooling, self.precision = pooling, precision
         self.tmp = {t: f"{self.root}/{rel}.tmp-{uuid.uuid4().hex}" for t, rel in self.relpaths.items()}
         self.writers: dict[str, pq.ParquetWriter] = {}
         self.stats = {"documents": 0, "errors": 0, "tokens": 0, "words": 0, "sentences": 0, "entities": 0}
@@ -78,7 +78,7 @@ class UnitWriter:
         tables = split_annotated(annotated)
         if not self.writers:
             model = annotated.column("model")[0].as_py()
-            metadata = schema.file_metadata(model, vector_width(annotated), self.pooling)
+            metadata = schema.file_metadata(model, vector_width(annotated), self.pooling, self.precision)
             for name, table in tables.items():
                 self.writers[name] = pq.ParquetWriter(
                     self.tmp[name], table.schema.with_metadata(metadata), filesystem=self.fs, compression="zstd"

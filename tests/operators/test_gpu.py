@@ -29,3 +29,23 @@ def test_gpu_annotations_equal_cpu(request, fixture):
     for g, c in zip(gpu.column("sentences").to_pylist(), cpu.column("sentences").to_pylist()):
         for gs, cs in zip(g, c):
             np.testing.assert_allclose(gs["vector"], cs["vector"], rtol=1e-3, atol=1e-4)
+
+
+def test_gpu_bf16_default_pipeline_agrees_with_fp32():
+    """bf16 autocast on CUDA: tags and entities nearly all equal, sentence vectors cosine >= 0.99."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from operators.annotate import Annotator
+    from operators.config import AnnotateConfig
+
+    texts = pq.read_table(Path(__file__).parents[2] / "data" / "ewt_sample.parquet").column("text").to_pylist()
+    table = pa.table({"id": list(range(len(texts))), "text": texts})
+    out = {p: Annotator(AnnotateConfig(input="-", output="-", precision=p), use_gpu=True)(table) for p in ("fp32", "bf16")}
+    tags = {p: [t["tag"] for d in o.column("tokens").to_pylist() for t in d] for p, o in out.items()}
+    assert len(tags["fp32"]) == len(tags["bf16"])
+    assert np.mean(np.array(tags["fp32"]) == np.array(tags["bf16"])) >= 0.99
+    vecs = {p: np.array([s["vector"] for d in o.column("sentences").to_pylist() for s in d]) for p, o in out.items()}
+    cos = np.sum(vecs["fp32"] * vecs["bf16"], 1) / np.linalg.norm(vecs["fp32"], axis=1) / np.linalg.norm(vecs["bf16"], axis=1)
+    assert cos.min() >= 0.99

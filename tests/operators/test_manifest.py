@@ -76,3 +76,18 @@ def test_break_lock_takes_a_live_lock(tmp_path):
     alive.release()  # stops its heartbeat; does not remove a lock it no longer holds
     assert json.loads((tmp_path / "_lock").read_text())["run_id"] == "forced"
     lock.release()
+
+
+def test_outputs_made_before_the_precision_option_read_as_fp32(tmp_path):
+    from operators.config import AnnotateConfig
+
+    store = OutputStore(str(tmp_path / "out"))
+    store.save_fingerprint({"schema_version": "1", "model": "a-1", "pooling": "mean"})  # no "precision" key
+    fp32 = AnnotateConfig(input="-", output="-").fingerprint("a-1", "1")
+    assert "precision" not in fp32  # so fp32 unit keys stay what they were
+    store.check_fingerprint(fp32)
+    with pytest.raises(OutputError):
+        store.check_fingerprint(AnnotateConfig(input="-", output="-", precision="bf16").fingerprint("a-1", "1"))
+    store.save_fingerprint({"schema_version": "1", "model": "a-1", "pooling": "mean", "precision": "bf16"})
+    with pytest.raises(OutputError):
+        store.check_fingerprint(fp32)

