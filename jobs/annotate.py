@@ -18,9 +18,11 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import polars as pl
+import pyarrow as pa
 import ray
 import typer
 from rich.console import Console
@@ -28,7 +30,7 @@ from rich.console import Console
 from operators import schema
 from operators.annotate import FAULTS_ENV, UnitAnnotator
 from operators.config import DEFAULT_MODEL, AnnotateConfig
-from operators.errors import CorpusNLPError, InputError, output_not_empty
+from operators.errors import CorpusNLPError, InputError, actors_did_not_start, output_not_empty
 from operators.inputs import discover
 from operators.manifest import OutputStore, RunLock
 from operators.default_model import resolve
@@ -42,6 +44,7 @@ WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PA
 # Ray Data's driver-side bookkeeping tasks need a little CPU beside the actors
 IO_CPUS = 0.5
 UNIT_RETRIES = 3  # a unit that kills its actor this often is reported as failed, not retried forever
+UNITS_IN_FLIGHT = 2  # units queued on one actor, the running one included
 MAX_ERRORS_SHOWN = 5
 
 
@@ -123,7 +126,9 @@ def build_dataset(config: AnnotateConfig, units: list[InputUnit], placement: Pla
         fn_constructor_kwargs={"config": config, "use_gpu": placement.gpus_per_actor > 0 and not config.force_cpu},
         batch_size=1,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=placement.actors),
+        # One unit running and one queued per actor: no idle gap between units, and no actor holding
+        # a backlog of units at the end of a run while another one waits.
+        compute=ray.data.ActorPoolStrategy(size=placement.actors, max_tasks_in_flight_per_actor=UNITS_IN_FLIGHT),
         num_gpus=placement.gpus_per_actor or None,
         num_cpus=placement.cpus_per_actor,
         max_restarts=-1,
@@ -205,6 +210,19 @@ def _reconcile(store: OutputStore, units: list[InputUnit], committed: dict[str, 
     return todo
 
 
+def _unit_stats(config: AnnotateConfig, todo: list[InputUnit], placement: Placement) -> Iterator[pa.Table]:
+    """One small stats table per finished unit, as the actors finish them."""
+    batches = iter(build_dataset(config, todo, placement).iter_batches(batch_size=None, batch_format="pyarrow"))
+    try:
+        yield next(batches)  # the actor pool starts here: every actor must load within the timeout
+    except StopIteration:
+        return
+    except ray.exceptions.GetTimeoutError as exc:
+        raise actors_did_not_start(placement.actors, placement.gpus_per_actor, placement.cpus_per_actor,
+                                          config.actor_start_timeout_s) from exc
+    yield from batches
+
+
 def _process(config: AnnotateConfig, store: OutputStore, todo: list[InputUnit], report: RunReport,
              console: Console, start: float) -> None:
     started_ray = not ray.is_initialized()
@@ -213,6 +231,10 @@ def _process(config: AnnotateConfig, store: OutputStore, todo: list[InputUnit], 
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.max_errored_blocks = -1  # a unit that keeps failing is reported, the others go on
+        # Hand out units only once every actor has loaded its pipeline: otherwise the first actor
+        # up queues units the others would have taken (and a cluster that cannot place the actors
+        # fails the run with a message instead of waiting forever).
+        ctx.wait_for_min_actors_s = config.actor_start_timeout_s
         placement = plan_placement(config, ray.cluster_resources(), len(todo))
         report.actors, report.gpus_per_actor = placement.actors, placement.gpus_per_actor
         console.print(
@@ -221,7 +243,7 @@ def _process(config: AnnotateConfig, store: OutputStore, todo: list[InputUnit], 
         )
         pending = {u.key: u for u in todo}
         last_print = 0.0
-        for stats in build_dataset(config, todo, placement).iter_batches(batch_size=None, batch_format="pyarrow"):
+        for stats in _unit_stats(config, todo, placement):
             for row in stats.to_pylist():
                 unit = pending.pop(row["key"], None)
                 if unit is None:  # a duplicate delivery of a unit already committed in this run
@@ -316,6 +338,7 @@ def command(
     break_lock: Annotated[bool, typer.Option(help="Take OUTPUT's lock even if its holder may be alive")] = False,
     fail_on_bad_input: Annotated[bool, typer.Option(help="Fail the run on an unreadable input file instead of skipping it")] = False,
     force_cpu: Annotated[bool, typer.Option(help="Run pipelines on CPU even where Ray assigns GPUs (to test placement)")] = False,
+    actor_start_timeout_s: Annotated[int, typer.Option("--actor-start-timeout", help="Seconds every pipeline actor gets to start and load its pipeline; then the run fails with a message")] = 900,
 ) -> None:
     """Annotate a Parquet corpus: tokens, entities, sentences with pooled vectors, documents."""
     options = dict(locals())

@@ -56,6 +56,9 @@ class AnnotateConfig(BaseModel):
     break_lock: bool = Field(False, description="take OUTPUT's lock even if its holder looks alive")
     fail_on_bad_input: bool = Field(False, description="an unreadable input file fails the run")
     force_cpu: bool = Field(False, description="run pipelines on CPU even where Ray assigns GPUs (placement tests)")
+    actor_start_timeout_s: int = Field(
+        900, ge=1, description="seconds every pipeline actor gets to start and load its pipeline before work is handed out"
+    )
 
     @field_validator("input", "output", "model", "text_column", "id_column")
     @classmethod

@@ -104,3 +104,11 @@ def precision_needs_transformer(name: str, precision: str, found: str) -> Config
         f"--precision {precision} runs a spacy-transformers Transformer in bf16, but pipeline {name!r} "
         f"embeds with {found}. Use --precision fp32 with this pipeline."
     )
+
+
+def actors_did_not_start(actors: int, gpus: float, cpus: float, timeout_s: int) -> CorpusNLPError:
+    return CorpusNLPError(
+        f"the cluster did not start {actors} pipeline actor(s) asking for {gpus:g} GPU and {cpus:g} CPU each "
+        f"within {timeout_s} s. Ask for fewer (--actors, --gpus-per-actor), add nodes, or give an autoscaling "
+        "cluster longer with --actor-start-timeout; `ray status` shows what the cluster has."
+    )

@@ -76,3 +76,14 @@ def test_placement():
     assert (gpu.actors, gpu.gpus_per_actor) == (4, 1.0)
     shared = plan_placement(AnnotateConfig(input="i", output="o", gpus_per_actor=0.5), {"CPU": 32.0, "GPU": 2.0})
     assert (shared.actors, shared.gpus_per_actor) == (4, 0.5)
+
+
+def test_actors_the_cluster_cannot_place_fail_the_run_with_a_message(tmp_path, ray_local, tok2vec_pipeline_dir):
+    from operators.errors import CorpusNLPError
+
+    corpus(tmp_path, n_files=1)
+    options = dict(input=str(tmp_path / "in"), output=str(tmp_path / "out"), model=tok2vec_pipeline_dir, unit_rows=4)
+    with pytest.raises(CorpusNLPError, match=r"did not start 1 pipeline actor\(s\) asking for 1 GPU .* within 3 s"):
+        run(AnnotateConfig(**options, gpus_per_actor=1, actor_start_timeout_s=3))  # the local Ray has no GPU; one unit, one actor
+    report = run(AnnotateConfig(**options))  # nothing half-done is left behind, the lock included
+    assert report.status == "ok" and report.documents == len(SAMPLE_TEXTS) * 3
