@@ -157,27 +157,60 @@ def load_texts(source: str, words: int) -> list[str]:
 
 
 class PeakRSS:
-    """Peak resident memory of this process and all its descendants (Ray's processes included)."""
+    """Peak resident memory of this process and all its descendants (Ray's processes included),
+    in total and per kind of process (`by_kind`: each kind's own peak, to see what grows)."""
 
     def __init__(self, interval: float = 0.2):
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self.by_kind: dict[str, int] = {}
+        self.samples: list[tuple[float, int]] = []  # (seconds since start, total bytes)
+        self._start = time.perf_counter()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def kind(proc: psutil.Process, root: psutil.Process) -> str:
+        """driver, pipeline actors, other Ray workers, raylet, gcs_server, or other."""
+        if proc.pid == root.pid:
+            return "driver"
+        name = proc.name()
+        if name in ("raylet", "gcs_server"):
+            return name
+        title = " ".join(proc.cmdline())
+        if title.startswith("ray::") and ("MapWorker" in title or "UnitAnnotator" in title):
+            return "pipeline actors"
+        if title.startswith("ray::"):
+            return "other Ray workers"
+        return "other"
 
     def _sample(self) -> int:
         root = psutil.Process()
-        total = 0
+        total, kinds = 0, {}
         for proc in [root, *root.children(recursive=True)]:
             try:
-                total += proc.memory_info().rss
-            except psutil.Error:
-                pass
+                rss = proc.memory_info().rss
+                kind = self.kind(proc, root)
+            except psutil.Error:  # the process ended between listing and reading it
+                continue
+            total += rss
+            kinds[kind] = kinds.get(kind, 0) + rss
+        for kind, rss in kinds.items():
+            self.by_kind[kind] = max(self.by_kind.get(kind, 0), rss)
+        self.samples.append((time.perf_counter() - self._start, total))
         return total
+
+    def halves(self) -> dict[str, int]:
+        """Peak total in the first and in the second half of the run's time: memory that grows
+        with the corpus peaks later; a flat run peaks about equally in both."""
+        end = self.samples[-1][0]
+        return {half: max((rss for t, rss in self.samples if (t <= end / 2) == (half == "first half")), default=0)
+                for half in ("first half", "second half")}
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.peak = max(self.peak, self._sample())
 
     def __enter__(self) -> PeakRSS:
+        self._start = time.perf_counter()
         self.peak = self._sample()
         self._thread.start()
         return self
@@ -348,6 +381,8 @@ def command(
                 token_budget=token_budget,
             )
         rss["corpus-nlp"] = peak.peak
+        rss_by_kind = {kind: round(v / 2**20) for kind, v in sorted(peak.by_kind.items())}
+        rss_halves = {half: round(v / 2**20) for half, v in peak.halves().items()}
         runs["transformer bf16"] = bench_transformer_limit(name, texts, gpu) if baselines else None
     gpu_peak = None
     if gpu:
@@ -367,6 +402,8 @@ def command(
         "options": {"precision": precision, "token_budget": token_budget, "gpus_per_actor": gpus_per_actor, "actors": actors,
                     "unit_rows": unit_rows},
         "runs": runs, "ratios": ratios, "peak_rss_mib": {k: round(v / 2**20) for k, v in rss.items()},
+        "corpus_nlp_peak_rss_mib_by_process": rss_by_kind,
+        "corpus_nlp_peak_rss_mib_by_half": rss_halves,
         "peak_gpu_mib": round(gpu_peak / 2**20) if gpu_peak else None,
     }
     table = Table(title=f"{results['model']} on {results['machine']}, {results['words']:,} words")
@@ -379,6 +416,9 @@ def command(
     for label, value in ratios.items():
         console.print(f"{label}: {value:.3f}")
     console.print(f"corpus-nlp: Ray start {runs['corpus-nlp']['ray_start_seconds']} s (included), peak GPU memory: {results['peak_gpu_mib']} MiB")
+    console.print("corpus-nlp peak RSS by process, MiB (each kind's own peak): "
+                  + ", ".join(f"{kind} {mib:,}" for kind, mib in rss_by_kind.items()))
+    console.print("corpus-nlp peak RSS by half of the run, MiB: " + ", ".join(f"{h} {mib:,}" for h, mib in rss_halves.items()))
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
