@@ -29,7 +29,7 @@ from rich.console import Console
 
 from operators import schema
 from operators.annotate import FAULTS_ENV, UnitAnnotator
-from operators.config import DEFAULT_MODEL, AnnotateConfig
+from operators.config import DEFAULT_MODEL, KEEP_STRINGS, AnnotateConfig
 from operators.errors import CorpusNLPError, InputError, actors_did_not_start, output_not_empty
 from operators.inputs import discover
 from operators.manifest import OutputStore, RunLock
@@ -62,6 +62,9 @@ class RunReport:
     sentences: int = 0
     entities: int = 0
     seconds: float = 0.0
+    # from the first unit taken up by an actor to the last one finished (actors' wall clocks): the
+    # run without Ray's start, planning and pipeline loading
+    processing_seconds: float = 0.0
     actors: int = 0
     gpus_per_actor: float = 0.0
     units: dict[str, int] = field(default_factory=dict)  # planned, skipped, processed, failed, removed
@@ -78,8 +81,13 @@ class RunReport:
     def words_per_second(self) -> float:
         return self.words / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def processing_words_per_second(self) -> float:
+        return self.words / self.processing_seconds if self.processing_seconds > 0 else 0.0
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "words_per_second": round(self.words_per_second, 1)}
+        return {**asdict(self), "words_per_second": round(self.words_per_second, 1),
+                "processing_words_per_second": round(self.processing_words_per_second, 1)}
 
 
 @dataclass(frozen=True)
@@ -243,6 +251,7 @@ def _process(config: AnnotateConfig, store: OutputStore, todo: list[InputUnit], 
         )
         pending = {u.key: u for u in todo}
         last_print = 0.0
+        window = [math.inf, -math.inf]  # first unit started, last unit finished
         for stats in _unit_stats(config, todo, placement):
             for row in stats.to_pylist():
                 unit = pending.pop(row["key"], None)
@@ -254,6 +263,7 @@ def _process(config: AnnotateConfig, store: OutputStore, todo: list[InputUnit], 
                     continue
                 store.commit(_entry(unit, row, report.run_id))
                 report.units["processed"] += 1
+                window = [min(window[0], row["started"]), max(window[1], row["started"] + row["seconds"])]
                 for name in ("documents", "errors", "tokens", "words", "sentences", "entities"):
                     setattr(report, name, getattr(report, name) + row[name])
                 if row["first_error"] and len(report.first_errors) < MAX_ERRORS_SHOWN:
@@ -266,6 +276,7 @@ def _process(config: AnnotateConfig, store: OutputStore, todo: list[InputUnit], 
                     f"  {report.units['processed']}/{len(todo)} units, {report.documents:,} documents, "
                     f"{report.words / elapsed:,.0f} words/s, {report.errors} document errors"
                 )
+        report.processing_seconds = max(0.0, window[1] - window[0])
         for unit in pending.values():  # Ray gave up on these after UNIT_RETRIES
             report.units["failed"] += 1
             report.failed_units.append({"path": unit.path, "key": unit.key, "error": "the unit's task failed on every retry"})
@@ -305,6 +316,11 @@ def print_summary(report: RunReport, console: Console) -> None:
         f"{report.tokens:,} tokens, {report.sentences:,} sentences, {report.entities:,} entities "
         f"in {report.seconds:.1f} s: {report.words_per_second:,.0f} words/s -> {report.output}"
     )
+    if report.processing_seconds:
+        console.print(
+            f"  {report.processing_words_per_second:,.0f} words/s once the actors were up "
+            f"({report.processing_seconds:.1f} s from the first unit taken up to the last one done)"
+        )
     console.print(
         f"  units: {u.get('processed', 0)} done, {u.get('skipped', 0)} already done, {u.get('failed', 0)} failed, "
         f"{u.get('removed', 0)} removed; report {report.output}/_reports/{report.run_id}.html"
@@ -333,6 +349,7 @@ def command(
     precision: Annotated[str, typer.Option(help="Transformer forward pass: fp32, or bf16 (autocast; spacy-transformers pipelines)")] = "fp32",
     token_budget: Annotated[int | None, typer.Option(help="Padded wordpieces per transformer forward call, spans sorted by length; default 1024 on CPU, 16384 on GPU")] = None,
     unit_rows: Annotated[int, typer.Option(help="Rows per unit of work, retry and commit (whole row groups)")] = 128,
+    keep_strings: Annotated[int, typer.Option(help="Strings an actor's vocab keeps for good; past this, each batch's new strings are freed after it (bounded memory)")] = KEEP_STRINGS,
     resume: Annotated[bool, typer.Option(help="Finish an interrupted run: skip units OUTPUT has committed")] = False,
     overwrite: Annotated[bool, typer.Option(help="Delete what OUTPUT holds and start over")] = False,
     break_lock: Annotated[bool, typer.Option(help="Take OUTPUT's lock even if its holder may be alive")] = False,

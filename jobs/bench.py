@@ -12,6 +12,7 @@ the peak RSS of the process tree (the driver, Ray and its workers), and writes J
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import threading
 import time
@@ -163,6 +164,8 @@ class PeakRSS:
     def __init__(self, interval: float = 0.2):
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
         self.by_kind: dict[str, int] = {}
+        self.gpus = _nvml_devices()
+        self.gpu_peak: int | None = 0 if self.gpus else None  # bytes used on the GPUs, all processes
         self.samples: list[tuple[float, int]] = []  # (seconds since start, total bytes)
         self._start = time.perf_counter()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -195,6 +198,11 @@ class PeakRSS:
             kinds[kind] = kinds.get(kind, 0) + rss
         for kind, rss in kinds.items():
             self.by_kind[kind] = max(self.by_kind.get(kind, 0), rss)
+        if self.gpus:
+            import pynvml
+
+            used = sum(pynvml.nvmlDeviceGetMemoryInfo(handle).used for handle in self.gpus)
+            self.gpu_peak = max(self.gpu_peak or 0, used)
         self.samples.append((time.perf_counter() - self._start, total))
         return total
 
@@ -219,6 +227,19 @@ class PeakRSS:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self._sample())
+
+
+def _nvml_devices() -> list:
+    """NVML handles of the GPUs, or [] where there is no NVIDIA driver or no nvidia-ml-py."""
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:  # no NVIDIA driver on this machine
+        return []
+    return [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
 
 
 def count_words(docs) -> int:
@@ -279,13 +300,19 @@ def bench_corpus_nlp(model: str, texts: list[str], workdir: Path, gpu: bool, bat
     ray_start = time.perf_counter() - start
     try:
         options = {"gpus_per_actor": 1.0 if gpu else 0.0} | {k: v for k, v in options.items() if v is not None}
-        report = run(AnnotateConfig(input=str(corpus), output=str(workdir / "out"), model=model, batch_size=batch_size, **options),
+        output = tempfile.mkdtemp(prefix="out-", dir=workdir)
+        report = run(AnnotateConfig(input=str(corpus), output=output, model=model, batch_size=batch_size, **options),
                      console=Console(stderr=True, quiet=True))
     finally:
         ray.shutdown()
+    shutil.rmtree(output)  # a big run's sentence vectors alone take GBs
     seconds = time.perf_counter() - start
     return {"seconds": round(seconds, 2), "ray_start_seconds": round(ray_start, 2), "words": report.words,
-            "words_per_s": round(report.words / seconds, 1), "actors": report.actors, "errors": report.errors}
+            "words_per_s": round(report.words / seconds, 1),
+            # without Ray's start and pipeline loading: from the first unit taken up to the last one done
+            "processing_seconds": round(report.processing_seconds, 2),
+            "processing_words_per_s": round(report.processing_words_per_second, 1),
+            "actors": report.actors, "gpus_per_actor": report.gpus_per_actor, "errors": report.errors}
 
 
 def bench_transformer_limit(model: str, texts: list[str], gpu: bool, batch_size: int = 256, window: int = 128) -> dict | None:
@@ -306,20 +333,34 @@ def bench_transformer_limit(model: str, texts: list[str], gpu: bool, batch_size:
     windows = [[tokenizer.cls_token_id, *seq[i : i + body], tokenizer.sep_token_id] for seq in ids for i in range(0, len(seq), body)]
     windows.sort(key=len)
     words = sum(len(t.split()) for t in texts)
+    batches = []  # built on the device before the clock starts: only the forward passes are timed
+    for i in range(0, len(windows), batch_size):
+        chunk = windows[i : i + batch_size]
+        width = len(chunk[-1])
+        input_ids = torch.tensor([w + [0] * (width - len(w)) for w in chunk], device=device)
+        mask = torch.tensor([[1] * len(w) + [0] * (width - len(w)) for w in chunk], device=device)
+        batches.append((input_ids, mask))
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+        hf_model(input_ids=batches[-1][0], attention_mask=batches[-1][1])  # warm-up (kernel selection)
     if gpu:
         torch.cuda.synchronize()
     start = time.perf_counter()
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
-        for i in range(0, len(windows), batch_size):
-            chunk = windows[i : i + batch_size]
-            width = len(chunk[-1])
-            input_ids = torch.tensor([w + [0] * (width - len(w)) for w in chunk], device=device)
-            mask = torch.tensor([[1] * len(w) + [0] * (width - len(w)) for w in chunk], device=device)
+        for input_ids, mask in batches:
             hf_model(input_ids=input_ids, attention_mask=mask)
     if gpu:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     return {"seconds": round(seconds, 2), "windows": len(windows), "words": words, "words_per_s": round(words / seconds, 1)}
+
+
+def _machine(device: str) -> str:
+    cores = f"{psutil.cpu_count()} cores"
+    if device == "gpu":
+        import torch
+
+        return f"{torch.cuda.get_device_name(0)}, {cores}"
+    return f"cpu, {cores}"
 
 
 def plot(results: dict, path: Path) -> None:
@@ -328,7 +369,12 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(name, r["words_per_s"]) for name, r in results["runs"].items() if r]
+    rows = []
+    for name, r in results["runs"].items():
+        if r:
+            rows.append((name, r["words_per_s"]))
+            if r.get("processing_words_per_s"):
+                rows.append((f"{name} after load", r["processing_words_per_s"]))
     fig, ax = plt.subplots(figsize=(8, 3.5), dpi=100)
     ax.barh([n for n, _ in rows][::-1], [v for _, v in rows][::-1], color="#2b6cb0")
     for i, (_, v) in enumerate(rows[::-1]):
@@ -352,14 +398,14 @@ def command(
     baselines: Annotated[bool, typer.Option(help="Also run nlp.pipe and the raw transformer (--no-baselines: corpus-nlp only, e.g. to compare memory across corpus sizes)")] = True,
     actors: Annotated[int | None, typer.Option(help="corpus-nlp actors (default: as `annotate` plans them)")] = None,
     unit_rows: Annotated[int | None, typer.Option(help="corpus-nlp rows per unit (default: as `annotate`)")] = None,
-    gpus_per_actor: Annotated[float | None, typer.Option(help="corpus-nlp GPU share per actor, e.g. 0.25 for four actors per GPU (default 1 with --device gpu)")] = None,
-    precision: Annotated[str, typer.Option(help="Transformer forward in corpus-nlp: fp32 or bf16 (nlp.pipe stays fp32)")] = "fp32",
+    gpus_per_actor: Annotated[str | None, typer.Option(help="corpus-nlp GPU share per actor, e.g. 0.25 for four actors per GPU; a comma list runs each (default: as `annotate` plans it)")] = None,
+    precision: Annotated[str, typer.Option(help="Transformer forward in corpus-nlp: fp32 or bf16, or a comma list to run each (nlp.pipe stays fp32)")] = "fp32",
     token_budget: Annotated[int | None, typer.Option(help="corpus-nlp padded wordpieces per transformer call (default: as `annotate`)")] = None,
 ) -> None:
     """Measure nlp.pipe, corpus-nlp end to end and the raw transformer in one run."""
     gpu = device == "gpu"
     sizes = [int(b) for b in batch_sizes.split(",")]
-    console = Console()
+    console = Console(width=160)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         name = build_shaped_pipeline(workdir / "shaped", shape, parser) if shape else model
@@ -374,13 +420,21 @@ def command(
             with PeakRSS() as peak:
                 runs["nlp.pipe n_process=2"] = bench_nlp_pipe_processes(name, texts, max(sizes), 2, workdir)
             rss["nlp.pipe n_process=2"] = peak.peak
-        with PeakRSS() as peak:
-            runs["corpus-nlp"] = bench_corpus_nlp(
-                name, texts, workdir, gpu, max(sizes) if gpu else 64,
-                unit_rows=unit_rows, actors=actors, gpus_per_actor=gpus_per_actor, precision=precision,
-                token_budget=token_budget,
-            )
-        rss["corpus-nlp"] = peak.peak
+        configs = [(p, None if g is None else float(g)) for p in precision.split(",")
+                   for g in (gpus_per_actor.split(",") if gpus_per_actor else [None])]
+        e2e_names = []
+        for p, g in configs:
+            run_name = "corpus-nlp" if len(configs) == 1 else f"corpus-nlp {p}, " + ("planned" if g is None else f"{g:g} GPU/actor")
+            e2e_names.append(run_name)
+            with PeakRSS() as peak:
+                runs[run_name] = bench_corpus_nlp(
+                    name, texts, workdir, gpu, max(sizes) if gpu else 64,
+                    unit_rows=unit_rows, actors=actors, gpus_per_actor=g, precision=p, token_budget=token_budget,
+                )
+            runs[run_name]["precision"] = p
+            runs[run_name]["peak_gpu_mib"] = round(peak.gpu_peak / 2**20) if peak.gpu_peak else None
+            rss[run_name] = peak.peak
+        # memory by process and by half: of the last corpus-nlp run
         rss_by_kind = {kind: round(v / 2**20) for kind, v in sorted(peak.by_kind.items())}
         rss_halves = {half: round(v / 2**20) for half, v in peak.halves().items()}
         runs["transformer bf16"] = bench_transformer_limit(name, texts, gpu) if baselines else None
@@ -388,17 +442,21 @@ def command(
     if gpu:
         import torch
 
-        gpu_peak = torch.cuda.max_memory_allocated()
-    e2e = runs["corpus-nlp"]["words_per_s"]
+        gpu_peak = torch.cuda.max_memory_allocated()  # this process: nlp.pipe and the raw transformer
     ratios = {}
-    if "nlp.pipe" in runs:
-        ratios["corpus-nlp / nlp.pipe"] = round(e2e / runs["nlp.pipe"]["words_per_s"], 3)
-    if "nlp.pipe n_process=2" in runs:
-        ratios["corpus-nlp / nlp.pipe n_process=2"] = round(e2e / runs["nlp.pipe n_process=2"]["words_per_s"], 3)
-    if runs["transformer bf16"]:
-        ratios["corpus-nlp / transformer bf16"] = round(e2e / runs["transformer bf16"]["words_per_s"], 3)
+    for run_name in e2e_names:
+        suffix = "" if run_name == "corpus-nlp" else f" ({run_name.removeprefix('corpus-nlp ')})"
+        for key in ("words_per_s", "processing_words_per_s"):
+            e2e = runs[run_name][key]
+            label = "corpus-nlp" if key == "words_per_s" else "corpus-nlp after load"
+            if "nlp.pipe" in runs:
+                ratios[f"{label} / nlp.pipe{suffix}"] = round(e2e / runs["nlp.pipe"]["words_per_s"], 3)
+            if "nlp.pipe n_process=2" in runs:
+                ratios[f"{label} / nlp.pipe n_process=2{suffix}"] = round(e2e / runs["nlp.pipe n_process=2"]["words_per_s"], 3)
+            if runs["transformer bf16"]:
+                ratios[f"{label} / transformer bf16{suffix}"] = round(e2e / runs["transformer bf16"]["words_per_s"], 3)
     results = {
-        "model": shape or model, "machine": f"{device}, {psutil.cpu_count()} cores", "words": runs["corpus-nlp"]["words"],
+        "model": shape or model, "machine": _machine(device), "words": runs[e2e_names[0]]["words"],
         "options": {"precision": precision, "token_budget": token_budget, "gpus_per_actor": gpus_per_actor, "actors": actors,
                     "unit_rows": unit_rows},
         "runs": runs, "ratios": ratios, "peak_rss_mib": {k: round(v / 2**20) for k, v in rss.items()},
@@ -407,15 +465,19 @@ def command(
         "peak_gpu_mib": round(gpu_peak / 2**20) if gpu_peak else None,
     }
     table = Table(title=f"{results['model']} on {results['machine']}, {results['words']:,} words")
-    for column in ("run", "words/s", "seconds", "peak RSS MiB"):
+    for column in ("run", "words/s", "after load", "seconds", "actors", "peak RSS MiB", "peak GPU MiB"):
         table.add_column(column)
     for run_name, r in runs.items():
         if r:
-            table.add_row(run_name, f"{r['words_per_s']:,.0f}", str(r["seconds"]), str(results["peak_rss_mib"].get(run_name, "")))
+            table.add_row(run_name, f"{r['words_per_s']:,.0f}", f"{r['processing_words_per_s']:,.0f}" if "processing_words_per_s" in r else "",
+                          str(r["seconds"]), str(r.get("actors", "")), str(results["peak_rss_mib"].get(run_name, "")),
+                          str(r.get("peak_gpu_mib") or ""))
     console.print(table)
     for label, value in ratios.items():
         console.print(f"{label}: {value:.3f}")
-    console.print(f"corpus-nlp: Ray start {runs['corpus-nlp']['ray_start_seconds']} s (included), peak GPU memory: {results['peak_gpu_mib']} MiB")
+    console.print("corpus-nlp: Ray's start and pipeline loading are included in words/s, not in 'after load' "
+                  f"(Ray start {runs[e2e_names[0]]['ray_start_seconds']} s); peak GPU memory of this process "
+                  f"(nlp.pipe, raw transformer): {results['peak_gpu_mib']} MiB; of all processes: 'peak GPU MiB'")
     console.print("corpus-nlp peak RSS by process, MiB (each kind's own peak): "
                   + ", ".join(f"{kind} {mib:,}" for kind, mib in rss_by_kind.items()))
     console.print("corpus-nlp peak RSS by half of the run, MiB: " + ", ".join(f"{h} {mib:,}" for h, mib in rss_halves.items()))

@@ -6,6 +6,7 @@ spaCy pipeline, loaded once in __init__, inside the process that uses it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -64,10 +65,13 @@ class Annotator:
         else:
             sources = pa.nulls(batch.num_rows, pa.string())
         doc_ids = batch.column(self.config.id_column).combine_chunks()
-        # Strings that these texts add to the vocab (and lexemes) live only as long as the zone, so
-        # an actor that meets millions of distinct words keeps a vocab of the model's size, not the
-        # corpus's. The table is built inside it: token strings are looked up by hash.
-        with self.pipeline.nlp.memory_zone():
+        # Until the vocab holds config.keep_strings strings, the words of a batch stay (frequent
+        # words then cost no new lexeme later). After that, strings that these texts add to the vocab
+        # (and lexemes) live only as long as the zone, so an actor that meets millions of distinct
+        # words keeps a bounded vocab. The table is built inside it: token strings are looked up by hash.
+        nlp = self.pipeline.nlp
+        zone = nlp.memory_zone() if len(nlp.vocab.strings) >= self.config.keep_strings else contextlib.nullcontext()
+        with zone:
             results = self.annotate_texts(texts, text_errors)
             return build_annotated_table(doc_ids, sources, results, self.pipeline)
 
@@ -197,6 +201,7 @@ UNIT_STATS_SCHEMA = pa.schema(
         pa.field("entities", pa.int64()),
         pa.field("first_error", pa.string()),
         pa.field("seconds", pa.float64()),
+        pa.field("started", pa.float64()),  # wall clock (epoch seconds) when the actor took the unit up
         pa.field("worker", pa.string()),  # JSON: where the unit ran (host, pid, node's raylet, GPU)
     ]
 )
@@ -227,7 +232,7 @@ class UnitAnnotator:
         return pa.Table.from_pylist([self.process(InputUnit.from_row(u)) for u in units.to_pylist()], schema=UNIT_STATS_SCHEMA)
 
     def process(self, unit: InputUnit) -> dict:
-        start = time.perf_counter()
+        start, started = time.perf_counter(), time.time()
         writer = UnitWriter(self.config.output, unit.key, self.config.pooling, self.config.precision)
         columns = [self.config.id_column, self.config.text_column]
         try:
@@ -240,10 +245,10 @@ class UnitAnnotator:
             writer.abort()
             log.warning("unit %s of %s failed: %s", unit.key, unit.path, describe(exc))
             return {**_EMPTY_STATS, "key": unit.key, "path": unit.path, "status": "failed", "error": describe(exc),
-                    "files": "{}", "seconds": time.perf_counter() - start, "worker": self.worker}
+                    "files": "{}", "seconds": time.perf_counter() - start, "started": started, "worker": self.worker}
         return {"key": unit.key, "path": unit.path, "status": "ok", "error": None, "files": json.dumps(files),
                 **writer.stats, "first_error": writer.first_error, "seconds": time.perf_counter() - start,
-                "worker": self.worker}
+                "started": started, "worker": self.worker}
 
 
 _EMPTY_STATS = {"documents": 0, "errors": 0, "tokens": 0, "words": 0, "sentences": 0, "entities": 0, "first_error": None}

