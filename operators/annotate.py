@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from . import errors
 from .config import AnnotateConfig
+from .doc_arrays import make_docs
 from .extract import DocumentResult, SegmentAnnotations, annotate_segment, build_annotated_table
 from .pipeline import Pipeline, load_pipeline
 from .segment import segment_bounds
@@ -110,7 +111,7 @@ class Annotator:
         try:
             if self.before_pipe is not None:
                 self.before_pipe(texts)
-            docs = list(self.pipeline.nlp.pipe(texts, batch_size=len(texts)))
+            docs = list(self.pipeline.nlp.pipe(make_docs(self.pipeline.nlp, texts), batch_size=len(texts)))
         except Exception as exc:  # recorded per document below, never swallowed
             if len(units) == 1:
                 log.warning("document failed: %s", describe(exc))

@@ -19,7 +19,8 @@ from spacy.tokens import Doc
 from . import schema
 from .config import Pooling
 from .pipeline import Pipeline
-from .pooling import pool_sentences, release_embedding, sentence_token_starts
+from .doc_arrays import sentence_token_starts
+from .pooling import pool_sentences, release_embedding
 
 TOKEN_ATTRS = [IDX, LENGTH, ORTH, TAG, POS, LEMMA, DEP, HEAD, ENT_IOB, ENT_TYPE, IS_SPACE]
 C_IDX, C_LEN, C_ORTH, C_TAG, C_POS, C_LEMMA, C_DEP, C_HEAD, C_IOB, C_ENT, C_SPACE = range(len(TOKEN_ATTRS))

@@ -6,6 +6,9 @@ What preparation does, by embedding kind:
   are capped at `max_wordpieces` (a sentence longer than that is split at token boundaries, as
   spaCy's documented custom span getter does, but counting wordpieces, not tokens), and a guard
   splits the rare token whose UTF-8 bytes alone exceed the cap, so no wordpiece is ever dropped.
+  With a fast (Rust) tokenizer its prediction pass is replaced by operators/transformer.py's bulk
+  one (same outputs; length-sorted forward calls of at most `token_budget` padded wordpieces,
+  optionally in bf16).
 - spacy-curated-transformers `CuratedTransformer` (en_core_web_trf 3.8): kept as it is. It
   windows over pieces with strided spans, which never truncate.
 - `Tok2Vec`: kept as it is; a sentencizer is added only when nothing sets sentence boundaries.
@@ -13,7 +16,6 @@ What preparation does, by embedding kind:
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -26,6 +28,8 @@ from spacy.tokens import Doc, Span
 
 from . import errors
 from .config import DEFAULT_TOKEN_BUDGET, Precision
+from .doc_arrays import sentence_token_starts, token_offsets
+from .transformer import BulkTransformerForward
 
 EmbeddingKind = Literal["transformer", "curated_transformer", "tok2vec"]
 
@@ -72,12 +76,12 @@ def load_pipeline(
     max_wordpieces: int,
     precision: Precision = "fp32",
     token_budget: int | None = None,
-    bucket: bool = True,
+    bulk: bool = True,
 ) -> Pipeline:
     """Load `name` (package or path) once, on this process's GPU when `use_gpu`, and prepare it.
 
-    token_budget None: DEFAULT_TOKEN_BUDGET for the device. bucket=False leaves spacy-transformers'
-    one padded call per batch as it is (the benchmark's baseline); precision bf16 still applies.
+    token_budget None: DEFAULT_TOKEN_BUDGET for the device. bulk=False leaves spacy-transformers'
+    own forward as it is (the benchmark's baseline: capped sentence spans, no bulk path, fp32).
     """
     if use_gpu:
         try:
@@ -102,12 +106,15 @@ def load_pipeline(
         span_getter = CappedSentenceSpans(tokenizer, cap)
         trf_model.attrs["get_spans"] = span_getter
         nlp.add_pipe(GUARD_NAME, first=True, config={"max_bytes": span_getter.budget})
-        hf_model = trf_model.transformer
-        hf_model.forward = BucketedForward(
-            hf_model.forward, "cuda" if use_gpu else "cpu",
-            max(token_budget or DEFAULT_TOKEN_BUDGET["gpu" if use_gpu else "cpu"], cap), precision == "bf16",
-            bucket=bucket and tokenizer.padding_side == "right",  # buckets cut padding off row ends
-        )
+        if bulk and tokenizer.is_fast:
+            trf_model._func = BulkTransformerForward(
+                trf_model, span_getter, "cuda" if use_gpu else "cpu",
+                max(token_budget or DEFAULT_TOKEN_BUDGET["gpu" if use_gpu else "cpu"], cap), precision == "bf16",
+            )
+            # the whole nlp.pipe batch in one predict: BulkTransformerForward bounds each forward call
+            nlp.get_pipe(component).cfg["max_batch_items"] = 2**62
+        elif precision != "fp32":  # spacy-transformers as it comes has no bf16 (its mixed_precision is fp16)
+            raise errors.precision_needs_transformer(name, precision, "a pipeline with a slow (Python) tokenizer")
     elif precision != "fp32":
         raise errors.precision_needs_transformer(name, precision, f"a {kind}")
     elif not any(_sets_sentences(nlp, n) for n in nlp.pipe_names):
@@ -210,94 +217,6 @@ def _ensure_sentences_before(nlp: Language, component: str) -> None:
         nlp.add_pipe("sentencizer", first=True)
 
 
-class BucketedForward:
-    """A Hugging Face model's forward, run over length-sorted buckets of a padded batch.
-
-    spacy-transformers hands the model every span of an nlp.pipe batch in one call, padded to the
-    longest span: on web text that is 6-9x more wordpieces than the spans hold (measured on EWT,
-    bench/PERFLOG.md). This runs the rows sorted by length in buckets of at most `token_budget`
-    padded wordpieces, each padded only to its own longest row, and scatters the outputs back into
-    the layout spacy-transformers expects. Padding positions hold whatever their bucket gave them
-    (zeros past its width): nothing reads them, alignment and pooling follow the attention mask.
-    Real positions equal one padded call's to float rounding. It also bounds the memory of one
-    forward call. With `bf16`, each call runs under torch.autocast(bfloat16) and hands float32 back.
-    """
-
-    def __init__(self, forward: Any, device_type: str, token_budget: int, bf16: bool, bucket: bool = True):
-        self.forward, self.device_type, self.token_budget, self.bf16 = forward, device_type, token_budget, bf16
-        self.bucket = bucket  # False: one call over the batch as it comes (baseline; left-padding tokenizers)
-
-    def buckets(self, lengths: Any) -> list[tuple[Any, int]]:
-        """(rows, width) per forward call: rows sorted by length, at most token_budget padded pieces each."""
-        import torch
-
-        n = len(lengths)
-        order = torch.argsort(lengths, stable=True)
-        sorted_lengths = [int(x) for x in lengths[order].tolist()]  # one device sync per batch
-        found = []
-        start = 0
-        while start < n:
-            end = start + 1
-            while end < n and (end + 1 - start) * sorted_lengths[end] <= self.token_budget:
-                end += 1
-            found.append((order[start:end], max(1, sorted_lengths[end - 1])))
-            start = end
-        return found
-
-    def __call__(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None, **kwargs: Any) -> Any:
-        import torch
-
-        if not self.bucket:
-            with torch.autocast(self.device_type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext():
-                output = self.forward(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs)
-            return _float32(output) if self.bf16 else output
-        n, width = input_ids.shape
-        full: dict[str, Any] = {}
-        output_type = None
-        for rows, w in self.buckets(attention_mask.sum(dim=1)):
-            inputs = {"input_ids": input_ids[rows, :w], "attention_mask": attention_mask[rows, :w]}
-            if token_type_ids is not None:
-                inputs["token_type_ids"] = token_type_ids[rows, :w]
-            # fp32: no autocast context at all (a disabled one would also switch off a caller's)
-            with torch.autocast(self.device_type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext():
-                output = self.forward(**inputs, **kwargs)
-            output_type = type(output)
-            for key, value in output.items():
-                if isinstance(value, tuple):
-                    slots = full.setdefault(key, [None] * len(value))
-                    for i, v in enumerate(value):
-                        slots[i] = _scatter(slots[i], v, rows, n, width)
-                else:
-                    full[key] = _scatter(full.get(key), value, rows, n, width)
-        return output_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in full.items()})
-
-
-def _float32(output: Any) -> Any:
-    for key, value in output.items():
-        if isinstance(value, tuple):
-            output[key] = tuple(v.float() if v.is_floating_point() else v for v in value)
-        elif value.is_floating_point():
-            output[key] = value.float()
-    return output
-
-
-def _scatter(target: Any, value: Any, rows: Any, n: int, width: int) -> Any:
-    """Put a bucket's output rows into the whole batch's tensor (float32; sequences padded to `width`)."""
-    import torch
-
-    if value.dim() not in (2, 3):
-        raise ValueError(f"cannot scatter a transformer output of shape {tuple(value.shape)}; ask for hidden states only")
-    if target is None:
-        shape = (n, width, *value.shape[2:]) if value.dim() == 3 else (n, *value.shape[1:])
-        dtype = torch.float32 if value.is_floating_point() else value.dtype
-        target = torch.zeros(shape, dtype=dtype, device=value.device)
-    if value.dim() == 3:
-        target[rows, : value.shape[1]] = value.to(target.dtype)
-    else:
-        target[rows] = value.to(target.dtype)
-    return target
-
-
 class CappedSentenceSpans:
     """spacy-transformers span getter: one span per sentence, none longer than `max_wordpieces`.
 
@@ -320,13 +239,32 @@ class CappedSentenceSpans:
         return [self.doc_spans(doc) for doc in docs]
 
     def doc_spans(self, doc: Doc) -> list[Span]:
-        spans: list[Span] = []
-        for sent in doc.sents:
-            if len(sent.text.encode("utf-8")) <= self.budget:
-                spans.append(sent)
-            else:
-                spans.extend(self._split(sent))
-        doc.user_data[SPANS_KEY] = np.array([(s.start, s.end) for s in spans], dtype=np.int64).reshape(-1, 2)
+        return [doc[start:end] for start, end in self.ranges(doc).tolist()]
+
+    def ranges(self, doc: Doc, idx: np.ndarray | None = None, length: np.ndarray | None = None,
+               text: str | None = None) -> np.ndarray:
+        """(n_spans, 2) token ranges: the sentences, long ones split; recorded for pooling.
+
+        `idx`, `length` (doc_arrays.token_offsets) and `text` (doc.text): pass them if already read.
+        """
+        if idx is None or length is None:
+            idx, length = token_offsets(doc)
+        text = doc.text if text is None else text
+        starts = sentence_token_starts(doc)
+        ends, starts = starts[1:], starts[:-1]
+        first_char = idx[starts]
+        last_char = idx[ends - 1] + length[ends - 1] if len(starts) else first_char
+        long = last_char - first_char > self.budget  # bytes >= characters
+        if not text.isascii():  # a character has 1 to 4 bytes: only sentences in between need counting
+            for i in np.flatnonzero(~long & ((last_char - first_char) * 4 > self.budget)).tolist():
+                long[i] = len(text[first_char[i]:last_char[i]].encode("utf-8")) > self.budget
+        spans = np.stack([starts, ends], axis=1)
+        if long.any():
+            pieces = [[(s.start, s.end) for s in self._split(doc[a:b])] if is_long else [(a, b)]
+                      for a, b, is_long in zip(starts.tolist(), ends.tolist(), long.tolist())]
+            spans = np.array([p for piece in pieces for p in piece], dtype=np.int64)
+        spans = spans.reshape(-1, 2).astype(np.int64, copy=False)
+        doc.user_data[SPANS_KEY] = spans
         return spans
 
     def _split(self, sent: Span) -> list[Span]:
@@ -364,7 +302,9 @@ class LongTokenGuard:
         self.max_bytes = max_bytes
 
     def __call__(self, doc: Doc) -> Doc:
-        if not any(len(t.text) * 4 > self.max_bytes and len(t.text.encode("utf-8")) > self.max_bytes for t in doc):
+        _, length = token_offsets(doc)
+        candidates = np.flatnonzero(length * 4 > self.max_bytes)  # a character has at most 4 bytes
+        if not any(len(doc[int(i)].text.encode("utf-8")) > self.max_bytes for i in candidates):
             return doc
         words: list[str] = []
         spaces: list[bool] = []
@@ -372,7 +312,9 @@ class LongTokenGuard:
             pieces = _byte_chunks(token.text, self.max_bytes)
             words.extend(pieces)
             spaces.extend([False] * (len(pieces) - 1) + [bool(token.whitespace_)])
-        return Doc(doc.vocab, words=words, spaces=spaces)
+        split = Doc(doc.vocab, words=words, spaces=spaces)
+        split.user_data.update(doc.user_data)  # the same text
+        return split
 
 
 def _byte_chunks(text: str, max_bytes: int) -> list[str]:

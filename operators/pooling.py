@@ -13,18 +13,12 @@ from spacy.tokens import Doc
 from thinc.backends import get_array_ops
 from thinc.util import get_array_module
 
+from .doc_arrays import TEXT_KEY, sentence_token_starts
 from .pipeline import SPANS_KEY
 
 if TYPE_CHECKING:
     from .config import Pooling
     from .pipeline import Pipeline
-
-
-def sentence_token_starts(doc: Doc) -> np.ndarray:
-    """Token index where each sentence starts, plus len(doc) at the end."""
-    if len(doc) == 0:
-        return np.zeros(1, dtype=np.int64)
-    return np.array([s.start for s in doc.sents] + [len(doc)], dtype=np.int64)
 
 
 def segment_mean(X, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -108,3 +102,4 @@ def release_embedding(doc: Doc) -> None:
         doc._.trf_data = None
     doc.tensor = np.empty((0,), dtype=np.float32)
     doc.user_data.pop(SPANS_KEY, None)
+    doc.user_data.pop(TEXT_KEY, None)

@@ -1,0 +1,263 @@
+"""The prediction pass of a spacy-transformers `Transformer`, in bulk: same outputs, less work.
+
+spacy-transformers' `TransformerModel` forward, profiled in one actor on an H100 (bench/PERFLOG.md),
+spends most of its time on the host, in per-token and per-wordpiece Python: a Token object and a
+dict entry per token to align wordpieces (twice: again to split the batch by doc), a Python string
+per wordpiece, lists of lists turned into arrays, and one padded forward call per sub-batch of
+~4,096 tokens, padded to its longest span. `BulkTransformerForward` replaces that forward for
+prediction and computes the same things with numpy and one Rust tokenizer call:
+
+- spans: one per sentence, capped (`CappedSentenceSpans.ranges`, from `Doc.to_array`);
+- wordpieces: the tokenizer's own Rust `encode_batch` over every span of the batch;
+- alignment: the character-offset alignment spacy-transformers computes
+  (`get_alignment_via_offset_mapping`: a wordpiece belongs to every token whose characters, or the
+  one character after it, it covers), as array arithmetic over the whole batch;
+- forward: all spans of the batch sorted by length and run in calls of at most `token_budget`
+  padded wordpieces (optionally under bf16 autocast), each row written straight into its doc's
+  block of one float32 output; no padded copy of the whole batch exists;
+- output: one `TransformerData` per doc, as `FullTransformerBatch.split_by_doc` would give it,
+  except that a doc's rows are padded to its own longest span, not the batch's (nothing reads the
+  padding: listeners follow the alignment, pooling the attention mask). Hidden states other than
+  the last layer's (the pooler output) are not kept.
+
+Tags, parses, entities and vectors equal those of spacy-transformers' own path (tested). Training
+is not affected: only `predict` (is_train=False) takes this path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from itertools import chain
+from typing import Any
+
+import numpy as np
+from spacy.tokens import Doc
+
+from . import errors
+from .doc_arrays import doc_text, token_offsets
+
+
+def length_buckets(lengths: np.ndarray, token_budget: int) -> list[np.ndarray]:
+    """Row indices per forward call: rows sorted by length, at most `token_budget` padded pieces
+    per call (a row longer than the budget runs alone)."""
+    order = np.argsort(lengths, kind="stable")
+    sorted_lengths = lengths[order].tolist()
+    buckets, start, n = [], 0, len(order)
+    while start < n:
+        end = start + 1
+        while end < n and (end + 1 - start) * sorted_lengths[end] <= token_budget:
+            end += 1
+        buckets.append(order[start:end])
+        start = end
+    return buckets
+
+
+def _ragged_positions(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For items laid out back to back with these lengths: (owner of each position, index within it)."""
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    within = np.arange(len(owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return owner, within
+
+
+def char_token_map(idx: np.ndarray, length: np.ndarray, n_chars: int) -> np.ndarray:
+    """Token of each character (-1: none), as spacy-transformers builds it for alignment: a token
+    owns its characters and the one character after it, unless the next token starts there."""
+    owner = np.full(n_chars + 1, -1, dtype=np.int64)
+    tokens = np.arange(len(idx))
+    owner[idx + length] = tokens  # the character after each token first ...
+    token_of_char, within = _ragged_positions(length)
+    owner[idx[token_of_char] + within] = token_of_char  # ... then the tokens' own characters win
+    return owner
+
+
+def align_wordpieces(owner: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(token, wordpiece) pairs: wordpiece w covers characters [starts[w], ends[w]) of the text
+    whose character owners are `owner`; it belongs to every token owning one of them."""
+    n = len(owner)
+    positions = np.arange(n)
+    valid = owner >= 0
+    # first owned character at or after each position, last at or before it
+    next_owned = np.minimum.accumulate(np.where(valid, positions, n)[::-1])[::-1]
+    prev_owned = np.maximum.accumulate(np.where(valid, positions, -1))
+    real = ends > starts  # special tokens have empty offsets
+    first = np.where(real, next_owned[np.minimum(starts, n - 1)], n)
+    last = np.where(real, prev_owned[np.maximum(ends - 1, 0)], -1)
+    has = real & (first < ends) & (last >= starts) & (first < n)
+    lo = owner[first[has]]
+    hi = owner[last[has]]
+    counts = hi - lo + 1  # owners never decrease along the text: the tokens between are covered
+    wordpiece = np.repeat(np.flatnonzero(has), counts)
+    _, step = _ragged_positions(counts)
+    return np.repeat(lo, counts) + step, wordpiece
+
+
+class BulkTransformerForward:
+    """Drop-in forward (thinc signature) of a spacy-transformers TransformerModel, for prediction."""
+
+    def __init__(self, trf_model: Any, span_getter: Any, device: str, token_budget: int, bf16: bool):
+        from spacy_transformers.layers.transformer_model import forward as original_forward
+
+        tokenizer = trf_model.tokenizer
+        self.original_forward = original_forward  # training keeps spacy-transformers' own path
+        self.hf_model = trf_model.transformer
+        self.span_getter = span_getter
+        self.device, self.token_budget, self.bf16 = device, token_budget, bf16
+        # a private copy of the Rust tokenizer: the Python one sets padding and truncation on its own
+        from tokenizers import Tokenizer
+
+        self.backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        self.backend.no_padding()
+        self.backend.no_truncation()
+        self.pad_id = int(tokenizer.pad_token_id)
+        self.pad_type_id = int(getattr(tokenizer, "pad_token_type_id", 0))
+        self.type_ids = "token_type_ids" in tokenizer.model_input_names
+        self.max_length = int(tokenizer.model_max_length)
+        self.id_strings = np.array(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))), dtype=object)
+
+    def __call__(self, model: Any, docs: list[Doc], is_train: bool) -> tuple[Any, Any]:
+        if is_train:
+            return self.original_forward(model, docs, is_train)
+        from spacy_transformers.data_classes import FullTransformerBatch, TransformerData, WordpieceBatch
+        from thinc.api import torch2xp
+        from thinc.types import Ragged
+        from transformers.file_utils import ModelOutput
+
+        doc_texts = [doc_text(doc) for doc in docs]
+        arrays = [token_offsets(doc) for doc in docs]  # (char offset, length) of each token
+        ranges = [self.span_getter.ranges(doc, idx, length, text) for doc, (idx, length), text in zip(docs, arrays, doc_texts)]
+        n_spans = np.array([len(r) for r in ranges], dtype=np.int64)
+        texts = []
+        span_char = []
+        for text, r, (idx, length) in zip(doc_texts, ranges, arrays):
+            if len(r):
+                a, b = idx[r[:, 0]], idx[r[:, 1] - 1] + length[r[:, 1] - 1]
+                texts.extend(text[i:j] for i, j in zip(a.tolist(), b.tolist()))
+                span_char.append(a)
+        encodings = self.backend.encode_batch(texts, add_special_tokens=True) if texts else []
+        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+        if len(lengths) and lengths.max() > self.max_length:
+            raise errors.ModelError(
+                f"a span of {int(lengths.max())} wordpieces exceeds the transformer's {self.max_length}: "
+                "lower --max-wordpieces (this should not happen; please report it)"
+            )
+        total = int(lengths.sum())
+        ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=total)
+        offsets = np.fromiter(chain.from_iterable(chain.from_iterable(e.offsets for e in encodings)),
+                              dtype=np.int64, count=2 * total).reshape(-1, 2)
+        type_ids = (np.fromiter(chain.from_iterable(e.type_ids for e in encodings), dtype=np.int64, count=total)
+                    if self.type_ids else None)
+
+        # Each doc's block: its spans x its longest span. Wordpiece j of span s sits at row dst.
+        span_doc = np.repeat(np.arange(len(docs)), n_spans)
+        span_in_doc = np.arange(len(lengths)) - np.repeat(np.cumsum(n_spans) - n_spans, n_spans)
+        doc_width = np.zeros(len(docs), dtype=np.int64)
+        np.maximum.at(doc_width, span_doc, lengths)
+        doc_rows = n_spans * doc_width
+        block_start = np.cumsum(doc_rows) - doc_rows
+        wp_span, wp_pos = _ragged_positions(lengths)
+        span_row0 = block_start[span_doc] + span_in_doc * doc_width[span_doc]
+        dst = span_row0[wp_span] + wp_pos
+
+        hidden = self._run(ids, type_ids, lengths, dst, int(doc_rows.sum()))
+        hidden_xp = torch2xp(hidden) if hidden.numel() else None
+
+        padded_ids = np.full(int(doc_rows.sum()), self.pad_id, dtype=np.int64)
+        padded_ids[dst] = ids
+        padded_mask = np.zeros(int(doc_rows.sum()), dtype=np.float32)
+        padded_mask[dst] = 1.0
+        if type_ids is not None:
+            padded_types = np.full(int(doc_rows.sum()), self.pad_type_id, dtype=np.int64)
+            padded_types[dst] = type_ids
+
+        # alignment, for the whole batch at once: characters and tokens numbered across docs
+        token_counts = np.array([len(idx) for idx, _ in arrays], dtype=np.int64)
+        token_base = np.cumsum(token_counts) - token_counts
+        char_counts = np.array([len(text) + 1 for text in doc_texts], dtype=np.int64)
+        char_base = np.cumsum(char_counts) - char_counts
+        all_idx = np.concatenate([idx for idx, _ in arrays] or [np.zeros(0, np.int64)])
+        all_len = np.concatenate([length for _, length in arrays] or [np.zeros(0, np.int64)])
+        token_doc = np.repeat(np.arange(len(docs)), token_counts)
+        owner = char_token_map(all_idx + char_base[token_doc], all_len, int(char_counts.sum()))
+        wp_char = np.concatenate(span_char or [np.zeros(0, np.int64)])[wp_span] + char_base[span_doc[wp_span]]
+        token, wordpiece = align_wordpieces(owner, offsets[:, 0] + wp_char, offsets[:, 1] + wp_char)
+        order = np.lexsort((dst[wordpiece], token))
+        token, local_row = token[order], (dst - block_start[span_doc[wp_span]])[wordpiece[order]]
+        per_token = np.bincount(token, minlength=len(all_idx))
+        token_end = np.cumsum(per_token)
+
+        doc_data = []
+        span_first = np.cumsum(n_spans) - n_spans
+        for d, doc in enumerate(docs):
+            if n_spans[d] == 0:
+                doc_data.append(TransformerData.empty())
+                continue
+            rows = slice(int(block_start[d]), int(block_start[d] + doc_rows[d]))
+            shape = (int(n_spans[d]), int(doc_width[d]))
+            t0, t1 = int(token_base[d]), int(token_base[d] + token_counts[d])
+            a0 = int(token_end[t0 - 1]) if t0 else 0
+            a1 = int(token_end[t1 - 1]) if t1 else 0
+            doc_ids = padded_ids[rows].reshape(shape)
+            output = ModelOutput()
+            output["last_hidden_state"] = hidden_xp[rows].reshape(*shape, -1)
+            spans = slice(int(span_first[d]), int(span_first[d] + n_spans[d]))
+            doc_data.append(TransformerData(
+                wordpieces=WordpieceBatch(
+                    strings=self.id_strings[doc_ids].tolist(),
+                    input_ids=doc_ids,
+                    attention_mask=padded_mask[rows].reshape(shape),
+                    lengths=lengths[spans].tolist(),
+                    token_type_ids=padded_types[rows].reshape(shape) if type_ids is not None else None,
+                ),
+                model_output=output,
+                align=Ragged(local_row[a0:a1].astype(np.int32), per_token[t0:t1].astype(np.int32)),
+            ))
+        batch = FullTransformerBatch(
+            spans=[[doc[s:e] for s, e in r.tolist()] for doc, r in zip(docs, ranges)],
+            wordpieces=WordpieceBatch.empty(),
+            model_output=ModelOutput(),
+            align=Ragged(np.zeros(0, np.int32), np.zeros(0, np.int32)),
+            cached_doc_data=doc_data,
+        )
+        return batch, _no_backprop
+
+    def _run(self, ids: np.ndarray, type_ids: np.ndarray | None, lengths: np.ndarray, dst: np.ndarray, rows: int):
+        """The transformer over every span, by length-sorted buckets; last hidden states at `dst`."""
+        import torch
+
+        device = torch.device(self.device)
+        width = int(self.hf_model.config.hidden_size)
+        out = torch.zeros((rows, width), dtype=torch.float32, device=device)
+        if not len(lengths):
+            return out
+        if self.hf_model.training:
+            self.hf_model.eval()
+        starts = np.cumsum(lengths) - lengths
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
+            for bucket in length_buckets(lengths, self.token_budget):
+                b_len = lengths[bucket]
+                w = int(b_len.max())
+                row, col = _ragged_positions(b_len)
+                src = starts[bucket][row] + col
+                # one host-to-device copy per call: ids, mask, [type ids,] source and destination rows
+                grid = np.full((len(bucket), w), self.pad_id, dtype=np.int64)
+                grid[row, col] = ids[src]
+                mask = np.zeros((len(bucket), w), dtype=np.int64)
+                mask[row, col] = 1
+                parts = [grid.ravel(), mask.ravel(), row * w + col, dst[src]]
+                if type_ids is not None:
+                    types = np.full((len(bucket), w), self.pad_type_id, dtype=np.int64)
+                    types[row, col] = type_ids[src]
+                    parts.append(types.ravel())
+                packed = torch.from_numpy(np.concatenate(parts)).to(device, non_blocking=True)
+                cells, n = len(bucket) * w, len(src)
+                inputs = {"input_ids": packed[:cells].view(len(bucket), w), "attention_mask": packed[cells: 2 * cells].view(len(bucket), w)}
+                if type_ids is not None:
+                    inputs["token_type_ids"] = packed[2 * cells + 2 * n:].view(len(bucket), w)
+                hidden = self.hf_model(**inputs).last_hidden_state.reshape(cells, -1)
+                out.index_copy_(0, packed[2 * cells + n: 2 * cells + 2 * n], hidden[packed[2 * cells: 2 * cells + n]].float())
+        return out
+
+
+def _no_backprop(d_output: Any) -> Any:
+    raise RuntimeError("corpus-nlp's bulk transformer forward is for prediction only")
