@@ -45,6 +45,7 @@ WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PA
 IO_CPUS = 0.5
 UNIT_RETRIES = 3  # a unit that kills its actor this often is reported as failed, not retried forever
 UNITS_IN_FLIGHT = 2  # units queued on one actor, the running one included
+MAX_ACTORS_PER_GPU = 16
 MAX_ERRORS_SHOWN = 5
 
 
@@ -97,19 +98,25 @@ class Placement:
     cpus_per_actor: float
 
 
-def plan_placement(config: AnnotateConfig, resources: dict[str, float], n_units: int | None = None) -> Placement:
+def plan_placement(config: AnnotateConfig, resources: dict[str, float], n_units: int | None = None,
+                   nodes: list[dict[str, float]] | None = None) -> Placement:
     """How many pipeline actors, and what each asks Ray for.
 
-    With GPUs (or --gpus-per-actor > 0): one actor per GPU share, one CPU each. CPU only: one
-    actor per CPU, each asking for less than a whole logical CPU so that Ray Data's own small
-    tasks still fit beside them. Logical CPUs only gate scheduling: each actor still keeps one
-    core busy. Never more actors than units: each would load a pipeline for nothing.
+    With GPUs: several pipelines per GPU (`actors_per_gpu`), one CPU each, since the host-bound work
+    (tokenizing, alignment, the transition-based heads, writing) would leave one GPU mostly idle;
+    --gpus-per-actor sets the share instead. CPU only: one actor per CPU, each asking for less than
+    a whole logical CPU so that Ray Data's own small tasks still fit beside them. Logical CPUs only
+    gate scheduling: each actor still keeps one core busy. Never more actors than units: each would
+    load a pipeline for nothing. `nodes`: each alive node's resources (ray.nodes()).
     """
     n_gpus = resources.get("GPU", 0.0)
     n_cpus = resources.get("CPU", 1.0)
-    gpus = config.gpus_per_actor if config.gpus_per_actor is not None else (1.0 if n_gpus >= 1 else 0.0)
+    if config.gpus_per_actor is not None:
+        gpus = config.gpus_per_actor
+    else:
+        gpus = math.floor(10_000 / actors_per_gpu(nodes or [resources])) / 10_000 if n_gpus >= 1 else 0.0
     if gpus > 0:
-        actors = config.actors or max(1, math.floor(n_gpus / gpus))
+        actors = config.actors or max(1, math.floor(n_gpus / gpus + 1e-6))
         cpus = 1.0
     else:
         actors = config.actors or max(1, int(n_cpus))
@@ -117,6 +124,13 @@ def plan_placement(config: AnnotateConfig, resources: dict[str, float], n_units:
     if n_units is not None:
         actors = max(1, min(actors, n_units))
     return Placement(actors, gpus, cpus)
+
+
+def actors_per_gpu(nodes: list[dict[str, float]]) -> int:
+    """Pipelines to share one GPU: one per CPU of the GPU nodes, one CPU left to Ray and the writes,
+    at most MAX_ACTORS_PER_GPU (GPU memory: each holds its own model and CUDA context)."""
+    shares = [int((node.get("CPU", 1.0) - 1) // node["GPU"]) for node in nodes if node.get("GPU", 0) >= 1]
+    return max(1, min([MAX_ACTORS_PER_GPU, *shares]))
 
 
 def worker_env() -> dict[str, str]:
@@ -243,7 +257,8 @@ def _process(config: AnnotateConfig, store: OutputStore, todo: list[InputUnit], 
         # up queues units the others would have taken (and a cluster that cannot place the actors
         # fails the run with a message instead of waiting forever).
         ctx.wait_for_min_actors_s = config.actor_start_timeout_s
-        placement = plan_placement(config, ray.cluster_resources(), len(todo))
+        nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+        placement = plan_placement(config, ray.cluster_resources(), len(todo), nodes)
         report.actors, report.gpus_per_actor = placement.actors, placement.gpus_per_actor
         console.print(
             f"[bold]corpus-nlp[/] {report.run_id}: {len(todo)} unit(s) to annotate with {config.model} "

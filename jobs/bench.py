@@ -249,8 +249,8 @@ def count_words(docs) -> int:
 def bench_nlp_pipe(model: str, texts: list[str], batch_sizes: list[int], use_gpu: bool, n_process: int = 1) -> dict:
     from operators.pipeline import load_pipeline
 
-    # spaCy as it comes: spacy-transformers' one padded call per batch (bucket=False)
-    nlp = load_pipeline(model, use_gpu=use_gpu, max_wordpieces=256, bucket=False).nlp
+    # spaCy as it comes: spacy-transformers' own forward (bulk=False), one padded call per sub-batch
+    nlp = load_pipeline(model, use_gpu=use_gpu, max_wordpieces=256, bulk=False).nlp
     best: dict[str, Any] = {}
     for batch_size in batch_sizes:
         start = time.perf_counter()
@@ -299,7 +299,8 @@ def bench_corpus_nlp(model: str, texts: list[str], workdir: Path, gpu: bool, bat
     ray.init(include_dashboard=False, log_to_driver=False)
     ray_start = time.perf_counter() - start
     try:
-        options = {"gpus_per_actor": 1.0 if gpu else 0.0} | {k: v for k, v in options.items() if v is not None}
+        # on a GPU with no --gpus-per-actor: as `annotate` plans it (several pipelines per GPU)
+        options = ({} if gpu else {"gpus_per_actor": 0.0}) | {k: v for k, v in options.items() if v is not None}
         output = tempfile.mkdtemp(prefix="out-", dir=workdir)
         report = run(AnnotateConfig(input=str(corpus), output=output, model=model, batch_size=batch_size, **options),
                      console=Console(stderr=True, quiet=True))
@@ -321,7 +322,7 @@ def bench_transformer_limit(model: str, texts: list[str], gpu: bool, batch_size:
 
     from operators.pipeline import load_pipeline
 
-    pipeline = load_pipeline(model, use_gpu=gpu, max_wordpieces=256, bucket=False)  # windows sorted here
+    pipeline = load_pipeline(model, use_gpu=gpu, max_wordpieces=256, bulk=False)  # windows sorted here
     if pipeline.embedding != "transformer":
         return None
     trf = pipeline.nlp.get_pipe(pipeline.embedding_component).model
@@ -391,6 +392,7 @@ def command(
     shape: Annotated[str | None, typer.Option(help="Build a random-weight transformer pipeline: bert-base, minilm or tiny")] = None,
     parser: Annotated[bool, typer.Option(help="Include a parser in a --shape pipeline")] = True,
     words: Annotated[int, typer.Option(help="Corpus size in words (EWT documents repeated)")] = 50_000,
+    baseline_words: Annotated[int | None, typer.Option(help="Run the nlp.pipe baselines on the first N words of the same corpus only (a slow baseline on a corpus sized for a fast cluster); default: all of it")] = None,
     device: Annotated[str, typer.Option(help="cpu or gpu")] = "cpu",
     batch_sizes: Annotated[str, typer.Option(help="nlp.pipe batch sizes to try for the baseline")] = "16,64,256",
     docs: Annotated[str, typer.Option(help="EWT docs.jsonl (falls back to the bundled sample)")] = DEFAULT_DOCS,
@@ -398,7 +400,7 @@ def command(
     baselines: Annotated[bool, typer.Option(help="Also run nlp.pipe and the raw transformer (--no-baselines: corpus-nlp only, e.g. to compare memory across corpus sizes)")] = True,
     actors: Annotated[int | None, typer.Option(help="corpus-nlp actors (default: as `annotate` plans them)")] = None,
     unit_rows: Annotated[int | None, typer.Option(help="corpus-nlp rows per unit (default: as `annotate`)")] = None,
-    gpus_per_actor: Annotated[str | None, typer.Option(help="corpus-nlp GPU share per actor, e.g. 0.25 for four actors per GPU; a comma list runs each (default: as `annotate` plans it)")] = None,
+    gpus_per_actor: Annotated[str | None, typer.Option(help="corpus-nlp GPU share per actor, e.g. 0.25 for four actors per GPU, auto as `annotate` plans it; a comma list runs each (default: auto)")] = None,
     precision: Annotated[str, typer.Option(help="Transformer forward in corpus-nlp: fp32 or bf16, or a comma list to run each (nlp.pipe stays fp32)")] = "fp32",
     token_budget: Annotated[int | None, typer.Option(help="corpus-nlp padded wordpieces per transformer call (default: as `annotate`)")] = None,
 ) -> None:
@@ -410,17 +412,18 @@ def command(
         workdir = Path(tmp)
         name = build_shaped_pipeline(workdir / "shaped", shape, parser) if shape else model
         texts = load_texts(docs, words)
+        baseline_texts = load_texts(docs, baseline_words) if baseline_words else texts  # the same texts' start
         runs: dict[str, Any] = {}
         rss: dict[str, int] = {}
         if baselines:
             with PeakRSS() as peak:
-                runs["nlp.pipe"] = bench_nlp_pipe(name, texts, sizes, gpu)
+                runs["nlp.pipe"] = bench_nlp_pipe(name, baseline_texts, sizes, gpu)
             rss["nlp.pipe"] = peak.peak
         if baselines and not gpu:
             with PeakRSS() as peak:
-                runs["nlp.pipe n_process=2"] = bench_nlp_pipe_processes(name, texts, max(sizes), 2, workdir)
+                runs["nlp.pipe n_process=2"] = bench_nlp_pipe_processes(name, baseline_texts, max(sizes), 2, workdir)
             rss["nlp.pipe n_process=2"] = peak.peak
-        configs = [(p, None if g is None else float(g)) for p in precision.split(",")
+        configs = [(p, None if g in (None, "auto") else float(g)) for p in precision.split(",")
                    for g in (gpus_per_actor.split(",") if gpus_per_actor else [None])]
         e2e_names = []
         for p, g in configs:
@@ -458,7 +461,7 @@ def command(
     results = {
         "model": shape or model, "machine": _machine(device), "words": runs[e2e_names[0]]["words"],
         "options": {"precision": precision, "token_budget": token_budget, "gpus_per_actor": gpus_per_actor, "actors": actors,
-                    "unit_rows": unit_rows},
+                    "unit_rows": unit_rows, **({"baseline_words": baseline_words} if baseline_words else {})},
         "runs": runs, "ratios": ratios, "peak_rss_mib": {k: round(v / 2**20) for k, v in rss.items()},
         "corpus_nlp_peak_rss_mib_by_process": rss_by_kind,
         "corpus_nlp_peak_rss_mib_by_half": rss_halves,

@@ -17,11 +17,11 @@ DEFAULT_MODEL = "corpus_nlp_minilm"  # operators/default_model.py: MiniLM + head
 # A Tok2Vec pipeline has no special tokens; both modes average its token vectors.
 Pooling = Literal["mean", "mean_content"]
 # Transformer forward pass: fp32, or bf16 autocast with float32 hidden states out
-# (operators/pipeline.py: BucketedForward). Tags, entities and vectors may differ slightly from fp32.
+# (operators/transformer.py). Tags, entities and vectors may differ slightly from fp32.
 # (spacy-transformers' own `mixed_precision` is fp16 autocast with a grad scaler: slower in our GPU probe.)
 Precision = Literal["fp32", "bf16"]
 # Padded wordpieces per transformer forward call: spans run sorted by length in buckets this big
-# (operators/pipeline.py: BucketedForward); bounds one call's memory too. On CPU small calls are
+# (operators/transformer.py); bounds one call's memory too. On CPU small calls are
 # fastest (cache-sized: 1,024 gave 3.6x spacy-transformers' one padded call, bench/PERFLOG.md);
 # a GPU needs large ones to fill it (16,384: not yet measured on a GPU).
 DEFAULT_TOKEN_BUDGET = {"cpu": 1_024, "gpu": 16_384}

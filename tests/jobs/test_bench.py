@@ -16,7 +16,10 @@ def test_bench_runs_on_cpu_and_writes_json_and_png(tmp_path):
     for run in data["runs"].values():
         assert run["words_per_s"] > 0 and run["words"] > 1000
     assert data["runs"]["corpus-nlp"]["errors"] == 0 and data["runs"]["corpus-nlp"]["ray_start_seconds"] > 0
-    assert set(data["ratios"]) == {"corpus-nlp / nlp.pipe", "corpus-nlp / nlp.pipe n_process=2", "corpus-nlp / transformer bf16"}
+    assert set(data["ratios"]) == {f"{run} / {base}" for run in ("corpus-nlp", "corpus-nlp after load")
+                                   for base in ("nlp.pipe", "nlp.pipe n_process=2", "transformer bf16")}
+    e2e = data["runs"]["corpus-nlp"]
+    assert 0 < e2e["processing_seconds"] < e2e["seconds"] and e2e["processing_words_per_s"] > e2e["words_per_s"]
     assert all(v > 0 for v in data["peak_rss_mib"].values())
     assert (tmp_path / "bench.png").stat().st_size > 10_000
 
@@ -35,3 +38,14 @@ def test_bench_corpus_nlp_alone_with_options(tmp_path):
     assert {"driver", "pipeline actors", "raylet", "gcs_server"} <= set(by_process) and by_process["pipeline actors"] > 100
     halves = data["corpus_nlp_peak_rss_mib_by_half"]
     assert set(halves) == {"first half", "second half"} and max(halves.values()) == data["peak_rss_mib"]["corpus-nlp"]
+
+
+def test_bench_sweeps_precisions_with_a_baseline_on_the_first_words(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "--shape", "tiny", "--words", "3000", "--baseline-words", "1000",
+                                      "--batch-sizes", "8", "--precision", "fp32,bf16", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert {"corpus-nlp fp32, planned", "corpus-nlp bf16, planned"} <= set(data["runs"])
+    assert data["runs"]["nlp.pipe"]["words"] < data["runs"]["corpus-nlp bf16, planned"]["words"] / 2
+    assert data["runs"]["corpus-nlp bf16, planned"]["precision"] == "bf16"
+    assert "corpus-nlp after load / nlp.pipe (bf16, planned)" in data["ratios"]
