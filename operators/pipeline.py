@@ -23,7 +23,8 @@ from typing import Any, Literal
 import numpy as np
 import spacy
 from spacy.language import Language
-from spacy.pipeline import Sentencizer
+from spacy.pipeline import Sentencizer, Tagger
+from thinc.backends import get_array_ops
 from spacy.tokens import Doc, Span
 
 from . import errors
@@ -120,6 +121,9 @@ def load_pipeline(
     elif not any(_sets_sentences(nlp, n) for n in nlp.pipe_names):
         nlp.add_pipe("sentencizer", first=True)
 
+    for _, proc in nlp.pipeline:
+        if isinstance(proc, Tagger):  # taggers, senters, morphologizers
+            proc._scores2guesses = argmax_per_doc
     meta = nlp.meta
     pipeline = Pipeline(
         nlp=nlp,
@@ -141,6 +145,17 @@ def load_pipeline(
     pipeline.vector_width = int(vectors.shape[1])
     pipeline.annotates = {attr: probe.has_annotation(attr) for attr in ("TAG", "POS", "LEMMA", "DEP", "ENT_IOB")}
     return pipeline
+
+
+def argmax_per_doc(scores: list) -> list[np.ndarray]:
+    """spaCy's Tagger._scores2guesses (each doc's best class per token, on the host) with one
+    device-to-host copy for the whole batch: spaCy copies each doc's guesses on its own, and on a
+    GPU shared by several pipelines every such copy waits for the GPU's other work."""
+    if not scores:
+        return []
+    ops = get_array_ops(scores[0])
+    guesses = ops.to_numpy(ops.xp.concatenate(scores).argmax(axis=1))
+    return np.split(guesses, np.cumsum([len(s) for s in scores])[:-1])
 
 
 def check_precision(name: str, precision: Precision) -> None:

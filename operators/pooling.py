@@ -15,6 +15,7 @@ from thinc.util import get_array_module
 
 from .doc_arrays import TEXT_KEY, sentence_token_starts
 from .pipeline import SPANS_KEY
+from .transformer import SPAN_SUMS_KEY
 
 if TYPE_CHECKING:
     from .config import Pooling
@@ -62,28 +63,39 @@ def pool_transformer(doc: Doc, mode: Pooling, special_ids: np.ndarray) -> tuple[
 
     mode "mean" takes every row of the span window, special tokens included (sentence-
     transformers' mean pooling); "mean_content" drops the special tokens. Padding never counts.
+    The bulk forward (operators/transformer.py) leaves each span's sums on the host; without it
+    they are computed here from the doc's hidden states, on their device.
     """
-    trf_data = doc._.trf_data
-    hidden = trf_data.model_output.last_hidden_state  # (n_spans, padded_len, width), on device
-    xp = get_array_module(hidden)
     spans = doc.user_data.get(SPANS_KEY)
     n_sents = len(sentence_token_starts(doc)) - 1
-    if spans is None or hidden.shape[0] != len(spans):
-        raise RuntimeError(
-            "transformer output does not match the spans corpus-nlp set; was the span getter replaced?"
-        )
+    if spans is None:
+        raise RuntimeError("no transformer spans on this doc; was the span getter replaced?")
+    bulk = doc.user_data.get(SPAN_SUMS_KEY)
+    if bulk is not None:
+        span_sums, span_counts = bulk[mode]
+    else:
+        span_sums, span_counts = _span_sums(doc, mode, special_ids, len(spans))
+    # spans never cross sentences and come in order: each span belongs to its start's sentence
+    span_sent = np.searchsorted(sentence_token_starts(doc), spans[:, 0], side="right") - 1
+    sums = np.zeros((n_sents, span_sums.shape[1]), dtype=np.float32)
+    np.add.at(sums, span_sent, span_sums)
+    counts = np.bincount(span_sent, weights=span_counts, minlength=n_sents)
+    return _divide(sums, counts)
+
+
+def _span_sums(doc: Doc, mode: Pooling, special_ids: np.ndarray, n_spans: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each span's sum of wordpiece rows and their count, from doc._.trf_data (on its device)."""
+    trf_data = doc._.trf_data
+    hidden = trf_data.model_output.last_hidden_state  # (n_spans, padded_len, width), on device
+    if hidden.shape[0] != n_spans:
+        raise RuntimeError("transformer output does not match the spans corpus-nlp set; was the span getter replaced?")
+    xp = get_array_module(hidden)
     mask = _host(trf_data.wordpieces.attention_mask).astype(bool)
     if mode == "mean_content":
         mask &= ~np.isin(_host(trf_data.wordpieces.input_ids), special_ids)
     weights = xp.asarray(mask, dtype="float32")
     span_sums = xp.einsum("slw,sl->sw", hidden.astype("float32", copy=False), weights)
-    # spans never cross sentences and come in order: each span belongs to its start's sentence
-    span_sent = np.searchsorted(sentence_token_starts(doc), spans[:, 0], side="right") - 1
-    spans_per_sent = np.bincount(span_sent, minlength=n_sents)
-    ops = get_array_ops(span_sums)
-    sums = ops.to_numpy(ops.reduce_sum(xp.ascontiguousarray(span_sums), ops.asarray1i(spans_per_sent.astype(np.int32))))
-    counts = np.bincount(span_sent, weights=mask.sum(axis=1), minlength=n_sents)
-    return _divide(sums, counts)
+    return get_array_ops(span_sums).to_numpy(span_sums), mask.sum(axis=1)
 
 
 def pool_sentences(pipeline: Pipeline, doc: Doc, mode: Pooling) -> tuple[np.ndarray, np.ndarray]:
@@ -101,5 +113,5 @@ def release_embedding(doc: Doc) -> None:
     if Doc.has_extension("trf_data") and doc._.trf_data is not None:
         doc._.trf_data = None
     doc.tensor = np.empty((0,), dtype=np.float32)
-    doc.user_data.pop(SPANS_KEY, None)
-    doc.user_data.pop(TEXT_KEY, None)
+    for key in (SPANS_KEY, TEXT_KEY, SPAN_SUMS_KEY):
+        doc.user_data.pop(key, None)

@@ -36,6 +36,10 @@ from spacy.tokens import Doc
 from . import errors
 from .doc_arrays import doc_text, token_offsets
 
+# doc.user_data: {pooling mode: (sum of each span's wordpiece vectors (n_spans, width), wordpieces summed
+# (n_spans,))}, "mean" over every wordpiece of the span's window, "mean_content" without special tokens
+SPAN_SUMS_KEY = "corpus_nlp.span_sums"
+
 
 def length_buckets(lengths: np.ndarray, token_budget: int) -> list[np.ndarray]:
     """Row indices per forward call: rows sorted by length, at most `token_budget` padded pieces
@@ -113,6 +117,7 @@ class BulkTransformerForward:
         self.type_ids = "token_type_ids" in tokenizer.model_input_names
         self.max_length = int(tokenizer.model_max_length)
         self.id_strings = np.array(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))), dtype=object)
+        self.special_ids = np.asarray(tokenizer.all_special_ids, dtype=np.int64)
 
     def __call__(self, model: Any, docs: list[Doc], is_train: bool) -> tuple[Any, Any]:
         if is_train:
@@ -158,8 +163,10 @@ class BulkTransformerForward:
         span_row0 = block_start[span_doc] + span_in_doc * doc_width[span_doc]
         dst = span_row0[wp_span] + wp_pos
 
-        hidden = self._run(ids, type_ids, lengths, dst, int(doc_rows.sum()))
+        content = ~np.isin(ids, self.special_ids)
+        hidden, span_sums = self._run(ids, type_ids, lengths, dst, int(doc_rows.sum()), wp_span, content)
         hidden_xp = torch2xp(hidden) if hidden.numel() else None
+        content_counts = np.bincount(wp_span[content], minlength=len(lengths))
 
         padded_ids = np.full(int(doc_rows.sum()), self.pad_id, dtype=np.int64)
         padded_ids[dst] = ids
@@ -188,6 +195,11 @@ class BulkTransformerForward:
         doc_data = []
         span_first = np.cumsum(n_spans) - n_spans
         for d, doc in enumerate(docs):
+            spans = slice(int(span_first[d]), int(span_first[d] + n_spans[d]))
+            doc.user_data[SPAN_SUMS_KEY] = {
+                "mean": (span_sums[0][spans], lengths[spans]),
+                "mean_content": (span_sums[1][spans], content_counts[spans]),
+            }
             if n_spans[d] == 0:
                 doc_data.append(TransformerData.empty())
                 continue
@@ -199,7 +211,6 @@ class BulkTransformerForward:
             doc_ids = padded_ids[rows].reshape(shape)
             output = ModelOutput()
             output["last_hidden_state"] = hidden_xp[rows].reshape(*shape, -1)
-            spans = slice(int(span_first[d]), int(span_first[d] + n_spans[d]))
             doc_data.append(TransformerData(
                 wordpieces=WordpieceBatch(
                     strings=self.id_strings[doc_ids].tolist(),
@@ -220,15 +231,19 @@ class BulkTransformerForward:
         )
         return batch, _no_backprop
 
-    def _run(self, ids: np.ndarray, type_ids: np.ndarray | None, lengths: np.ndarray, dst: np.ndarray, rows: int):
-        """The transformer over every span, by length-sorted buckets; last hidden states at `dst`."""
+    def _run(self, ids: np.ndarray, type_ids: np.ndarray | None, lengths: np.ndarray, dst: np.ndarray, rows: int,
+             wp_span: np.ndarray, content: np.ndarray) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
+        """The transformer over every span, by length-sorted buckets: the last hidden states at rows
+        `dst` of one float32 (rows, width) tensor, and each span's sum of them (every wordpiece,
+        and its content wordpieces only), brought to the host in one copy for pooling."""
         import torch
 
         device = torch.device(self.device)
         width = int(self.hf_model.config.hidden_size)
         out = torch.zeros((rows, width), dtype=torch.float32, device=device)
         if not len(lengths):
-            return out
+            empty = np.zeros((0, width), dtype=np.float32)
+            return out, (empty, empty)
         if self.hf_model.training:
             self.hf_model.eval()
         starts = np.cumsum(lengths) - lengths
@@ -256,7 +271,15 @@ class BulkTransformerForward:
                     inputs["token_type_ids"] = packed[2 * cells + 2 * n:].view(len(bucket), w)
                 hidden = self.hf_model(**inputs).last_hidden_state.reshape(cells, -1)
                 out.index_copy_(0, packed[2 * cells + n: 2 * cells + 2 * n], hidden[packed[2 * cells: 2 * cells + n]].float())
-        return out
+            # span sums for pooling, on the device; one copy to the host for the whole batch
+            index = torch.from_numpy(np.concatenate([dst, wp_span, np.flatnonzero(content)])).to(device)
+            real_rows, owners, keep = index[: len(dst)], index[len(dst): 2 * len(dst)], index[2 * len(dst):]
+            real = out[real_rows]
+            sums = torch.zeros((2, len(lengths), width), dtype=torch.float32, device=device)
+            sums[0].index_add_(0, owners, real)
+            sums[1].index_add_(0, owners[keep], real[keep])
+            span_sums = sums.cpu().numpy()
+        return out, (span_sums[0], span_sums[1])
 
 
 def _no_backprop(d_output: Any) -> Any:

@@ -98,3 +98,15 @@ def test_bf16_needs_a_spacy_transformers_pipeline(tok2vec_pipeline_dir, trf_pipe
             check_precision(name, "bf16")
     with pytest.raises(ConfigError, match="--precision fp32"):
         load_pipeline(tok2vec_pipeline_dir, use_gpu=False, max_wordpieces=256, precision="bf16")
+
+
+def test_taggers_take_each_docs_guesses_in_one_copy(trf_pipeline_dir):
+    from operators.pipeline import argmax_per_doc
+
+    p = load_pipeline(trf_pipeline_dir, use_gpu=False, max_wordpieces=256)
+    tagger = p.nlp.get_pipe("tagger")
+    assert tagger._scores2guesses is argmax_per_doc
+    scores = [np.random.default_rng(i).random((n, 7)).astype("f") for i, n in enumerate([3, 0, 5])]
+    assert [g.tolist() for g in argmax_per_doc(scores)] == [s.argmax(axis=1).tolist() for s in scores]
+    docs = list(p.nlp.pipe(["Alice Smith works for Acme Corp in Paris.", ""]))
+    assert docs[0][0].tag_ == "NNP" and len(docs[1]) == 0
