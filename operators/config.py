@@ -47,8 +47,8 @@ class AnnotateConfig(BaseModel):
     text_column: str = "text"
     id_column: str = "id"
     address: str | None = Field(None, description="Ray address; None starts a local Ray")
-    actors: int | None = Field(None, ge=1, description="pipeline actors; None = one per GPU, or per CPU")
-    gpus_per_actor: float | None = Field(None, ge=0, description="None = 1 if the cluster has GPUs, else 0")
+    actors: int | None = Field(None, ge=1, description="pipeline actors; None = several per GPU, or one per CPU")
+    gpus_per_actor: float | None = Field(None, ge=0, description="None = planned from the GPU nodes' CPUs, or 0 without GPUs")
     batch_size: int = Field(64, ge=1, description="documents per actor call (and per nlp.pipe batch)")
     max_wordpieces: int = Field(256, ge=8, description="longest transformer window, special tokens included")
     segment_chars: int = Field(100_000, ge=1_000, description="texts longer than this are cut at sentence boundaries")

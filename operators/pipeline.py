@@ -24,8 +24,8 @@ import numpy as np
 import spacy
 from spacy.language import Language
 from spacy.pipeline import Sentencizer, Tagger
-from thinc.backends import get_array_ops
 from spacy.tokens import Doc, Span
+from thinc.backends import get_array_ops
 
 from . import errors
 from .config import DEFAULT_TOKEN_BUDGET, Precision

@@ -1,6 +1,8 @@
 """Sentence vectors pooled from the pipeline's shared embedding, computed where the tensors live.
 
-Only the pooled (n_sents, width) array leaves the device. Afterwards the embedding is released
+Only sums leave the device: for spacy-transformers pipelines the bulk forward pass
+(operators/transformer.py) copies each span's sums to the host once per batch; otherwise the pooled
+(n_sents, width) array is copied per doc. Afterwards the embedding is released
 from the Doc (`release_embedding`), so a batch's padded hidden states do not outlive it.
 """
 

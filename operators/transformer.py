@@ -27,6 +27,7 @@ is not affected: only `predict` (is_train=False) takes this path.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
@@ -95,6 +96,37 @@ def align_wordpieces(owner: np.ndarray, starts: np.ndarray, ends: np.ndarray) ->
     return np.repeat(lo, counts) + step, wordpiece
 
 
+@dataclass
+class _Pieces:
+    """The wordpieces of a batch's spans, back to back."""
+
+    lengths: np.ndarray  # (n_spans,) wordpieces per span, special tokens included
+    ids: np.ndarray  # (n_pieces,)
+    offsets: np.ndarray  # (n_pieces, 2) characters in the span's text; (0, 0) for special tokens
+    type_ids: np.ndarray | None
+    span_char: np.ndarray  # (n_spans,) where each span's text starts in its doc's text
+
+
+class _Layout:
+    """Where each wordpiece's output row goes: each doc has a block of its spans x its longest span."""
+
+    def __init__(self, n_spans: np.ndarray, lengths: np.ndarray):
+        self.n_spans = n_spans
+        self.span_doc = np.repeat(np.arange(len(n_spans)), n_spans)
+        self.span_first = np.cumsum(n_spans) - n_spans
+        span_in_doc = np.arange(len(lengths)) - self.span_first[self.span_doc]
+        self.doc_width = np.zeros(len(n_spans), dtype=np.int64)
+        np.maximum.at(self.doc_width, self.span_doc, lengths)
+        self.doc_rows = n_spans * self.doc_width
+        self.block_start = np.cumsum(self.doc_rows) - self.doc_rows
+        self.wp_span, wp_pos = _ragged_positions(lengths)
+        span_row = self.block_start[self.span_doc] + span_in_doc * self.doc_width[self.span_doc]
+        self.dst = span_row[self.wp_span] + wp_pos  # row of each wordpiece in the batch's output
+
+    def spans_of(self, doc: int) -> slice:
+        return slice(int(self.span_first[doc]), int(self.span_first[doc] + self.n_spans[doc]))
+
+
 class BulkTransformerForward:
     """Drop-in forward (thinc signature) of a spacy-transformers TransformerModel, for prediction."""
 
@@ -122,22 +154,42 @@ class BulkTransformerForward:
     def __call__(self, model: Any, docs: list[Doc], is_train: bool) -> tuple[Any, Any]:
         if is_train:
             return self.original_forward(model, docs, is_train)
-        from spacy_transformers.data_classes import FullTransformerBatch, TransformerData, WordpieceBatch
-        from thinc.api import torch2xp
+        from spacy_transformers.data_classes import FullTransformerBatch, WordpieceBatch
         from thinc.types import Ragged
         from transformers.file_utils import ModelOutput
 
         doc_texts = [doc_text(doc) for doc in docs]
-        arrays = [token_offsets(doc) for doc in docs]  # (char offset, length) of each token
-        ranges = [self.span_getter.ranges(doc, idx, length, text) for doc, (idx, length), text in zip(docs, arrays, doc_texts)]
-        n_spans = np.array([len(r) for r in ranges], dtype=np.int64)
-        texts = []
-        span_char = []
-        for text, r, (idx, length) in zip(doc_texts, ranges, arrays):
+        offsets = [token_offsets(doc) for doc in docs]  # (char offset, length) of each token
+        ranges = [self.span_getter.ranges(doc, idx, length, text) for doc, (idx, length), text in zip(docs, offsets, doc_texts)]
+        pieces = self._encode(doc_texts, offsets, ranges)
+        layout = _Layout(np.array([len(r) for r in ranges], dtype=np.int64), pieces.lengths)
+        content = ~np.isin(pieces.ids, self.special_ids)
+        hidden, span_sums = self._run(pieces, layout, content)
+        content_counts = np.bincount(layout.wp_span[content], minlength=len(pieces.lengths))
+        align_rows, per_token = self._align(doc_texts, offsets, pieces, layout)
+        for d, doc in enumerate(docs):
+            spans = layout.spans_of(d)
+            doc.user_data[SPAN_SUMS_KEY] = {
+                "mean": (span_sums[0][spans], pieces.lengths[spans]),
+                "mean_content": (span_sums[1][spans], content_counts[spans]),
+            }
+        batch = FullTransformerBatch(
+            spans=[[doc[s:e] for s, e in r.tolist()] for doc, r in zip(docs, ranges)],
+            wordpieces=WordpieceBatch.empty(),
+            model_output=ModelOutput(),
+            align=Ragged(np.zeros(0, np.int32), np.zeros(0, np.int32)),
+            cached_doc_data=self._doc_data(pieces, layout, hidden, align_rows, per_token, [len(idx) for idx, _ in offsets]),
+        )
+        return batch, _no_backprop
+
+    def _encode(self, doc_texts: list[str], offsets: list[tuple[np.ndarray, np.ndarray]], ranges: list[np.ndarray]) -> _Pieces:
+        """Every span's wordpieces, from one call of the Rust tokenizer."""
+        texts, span_char = [], []
+        for text, r, (idx, length) in zip(doc_texts, ranges, offsets):
             if len(r):
-                a, b = idx[r[:, 0]], idx[r[:, 1] - 1] + length[r[:, 1] - 1]
-                texts.extend(text[i:j] for i, j in zip(a.tolist(), b.tolist()))
-                span_char.append(a)
+                first, last = idx[r[:, 0]], idx[r[:, 1] - 1] + length[r[:, 1] - 1]
+                texts.extend(text[i:j] for i, j in zip(first.tolist(), last.tolist()))
+                span_char.append(first)
         encodings = self.backend.encode_batch(texts, add_special_tokens=True) if texts else []
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
         if len(lengths) and lengths.max() > self.max_length:
@@ -146,98 +198,89 @@ class BulkTransformerForward:
                 "lower --max-wordpieces (this should not happen; please report it)"
             )
         total = int(lengths.sum())
-        ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=total)
-        offsets = np.fromiter(chain.from_iterable(chain.from_iterable(e.offsets for e in encodings)),
-                              dtype=np.int64, count=2 * total).reshape(-1, 2)
-        type_ids = (np.fromiter(chain.from_iterable(e.type_ids for e in encodings), dtype=np.int64, count=total)
-                    if self.type_ids else None)
+        return _Pieces(
+            lengths=lengths,
+            ids=np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int64, count=total),
+            offsets=np.fromiter(chain.from_iterable(chain.from_iterable(e.offsets for e in encodings)),
+                                dtype=np.int64, count=2 * total).reshape(-1, 2),
+            type_ids=(np.fromiter(chain.from_iterable(e.type_ids for e in encodings), dtype=np.int64, count=total)
+                      if self.type_ids else None),
+            span_char=np.concatenate(span_char or [np.zeros(0, np.int64)]),
+        )
 
-        # Each doc's block: its spans x its longest span. Wordpiece j of span s sits at row dst.
-        span_doc = np.repeat(np.arange(len(docs)), n_spans)
-        span_in_doc = np.arange(len(lengths)) - np.repeat(np.cumsum(n_spans) - n_spans, n_spans)
-        doc_width = np.zeros(len(docs), dtype=np.int64)
-        np.maximum.at(doc_width, span_doc, lengths)
-        doc_rows = n_spans * doc_width
-        block_start = np.cumsum(doc_rows) - doc_rows
-        wp_span, wp_pos = _ragged_positions(lengths)
-        span_row0 = block_start[span_doc] + span_in_doc * doc_width[span_doc]
-        dst = span_row0[wp_span] + wp_pos
-
-        content = ~np.isin(ids, self.special_ids)
-        hidden, span_sums = self._run(ids, type_ids, lengths, dst, int(doc_rows.sum()), wp_span, content)
-        hidden_xp = torch2xp(hidden) if hidden.numel() else None
-        content_counts = np.bincount(wp_span[content], minlength=len(lengths))
-
-        padded_ids = np.full(int(doc_rows.sum()), self.pad_id, dtype=np.int64)
-        padded_ids[dst] = ids
-        padded_mask = np.zeros(int(doc_rows.sum()), dtype=np.float32)
-        padded_mask[dst] = 1.0
-        if type_ids is not None:
-            padded_types = np.full(int(doc_rows.sum()), self.pad_type_id, dtype=np.int64)
-            padded_types[dst] = type_ids
-
-        # alignment, for the whole batch at once: characters and tokens numbered across docs
-        token_counts = np.array([len(idx) for idx, _ in arrays], dtype=np.int64)
-        token_base = np.cumsum(token_counts) - token_counts
+    def _align(self, doc_texts: list[str], offsets: list[tuple[np.ndarray, np.ndarray]], pieces: _Pieces,
+               layout: _Layout) -> tuple[np.ndarray, np.ndarray]:
+        """spacy-transformers' alignment for the whole batch at once (characters and tokens numbered
+        across docs): each token's wordpiece rows within its doc's block, in token order, and the
+        number of rows per token."""
+        token_counts = np.array([len(idx) for idx, _ in offsets], dtype=np.int64)
         char_counts = np.array([len(text) + 1 for text in doc_texts], dtype=np.int64)
         char_base = np.cumsum(char_counts) - char_counts
-        all_idx = np.concatenate([idx for idx, _ in arrays] or [np.zeros(0, np.int64)])
-        all_len = np.concatenate([length for _, length in arrays] or [np.zeros(0, np.int64)])
-        token_doc = np.repeat(np.arange(len(docs)), token_counts)
+        all_idx = np.concatenate([idx for idx, _ in offsets] or [np.zeros(0, np.int64)])
+        all_len = np.concatenate([length for _, length in offsets] or [np.zeros(0, np.int64)])
+        token_doc = np.repeat(np.arange(len(doc_texts)), token_counts)
         owner = char_token_map(all_idx + char_base[token_doc], all_len, int(char_counts.sum()))
-        wp_char = np.concatenate(span_char or [np.zeros(0, np.int64)])[wp_span] + char_base[span_doc[wp_span]]
-        token, wordpiece = align_wordpieces(owner, offsets[:, 0] + wp_char, offsets[:, 1] + wp_char)
-        order = np.lexsort((dst[wordpiece], token))
-        token, local_row = token[order], (dst - block_start[span_doc[wp_span]])[wordpiece[order]]
-        per_token = np.bincount(token, minlength=len(all_idx))
-        token_end = np.cumsum(per_token)
+        wp_doc = layout.span_doc[layout.wp_span]
+        wp_char = pieces.span_char[layout.wp_span] + char_base[wp_doc]
+        token, wordpiece = align_wordpieces(owner, pieces.offsets[:, 0] + wp_char, pieces.offsets[:, 1] + wp_char)
+        local_row = layout.dst - layout.block_start[wp_doc]
+        order = np.lexsort((local_row[wordpiece], token))
+        return local_row[wordpiece[order]], np.bincount(token, minlength=len(all_idx))
 
-        doc_data = []
-        span_first = np.cumsum(n_spans) - n_spans
-        for d, doc in enumerate(docs):
-            spans = slice(int(span_first[d]), int(span_first[d] + n_spans[d]))
-            doc.user_data[SPAN_SUMS_KEY] = {
-                "mean": (span_sums[0][spans], lengths[spans]),
-                "mean_content": (span_sums[1][spans], content_counts[spans]),
-            }
-            if n_spans[d] == 0:
+    def _doc_data(self, pieces: _Pieces, layout: _Layout, hidden: Any, align_rows: np.ndarray, per_token: np.ndarray,
+                  token_counts: list[int]) -> list[Any]:
+        """One TransformerData per doc, as FullTransformerBatch.split_by_doc gives it (rows padded
+        to the doc's own longest span)."""
+        from spacy_transformers.data_classes import TransformerData, WordpieceBatch
+        from thinc.api import torch2xp
+        from thinc.types import Ragged
+        from transformers.file_utils import ModelOutput
+
+        hidden_xp = torch2xp(hidden) if hidden.numel() else None
+        rows = int(layout.doc_rows.sum())
+        padded_ids = np.full(rows, self.pad_id, dtype=np.int64)
+        padded_ids[layout.dst] = pieces.ids
+        padded_mask = np.zeros(rows, dtype=np.float32)
+        padded_mask[layout.dst] = 1.0
+        padded_types = None
+        if pieces.type_ids is not None:
+            padded_types = np.full(rows, self.pad_type_id, dtype=np.int64)
+            padded_types[layout.dst] = pieces.type_ids
+        align_end = np.cumsum(per_token)
+        doc_data, token_start = [], 0
+        for d, n_tokens in enumerate(token_counts):
+            first, last = (int(align_end[t - 1]) if t else 0 for t in (token_start, token_start + n_tokens))
+            tokens = slice(token_start, token_start + n_tokens)
+            token_start += n_tokens
+            if layout.n_spans[d] == 0:
                 doc_data.append(TransformerData.empty())
                 continue
-            rows = slice(int(block_start[d]), int(block_start[d] + doc_rows[d]))
-            shape = (int(n_spans[d]), int(doc_width[d]))
-            t0, t1 = int(token_base[d]), int(token_base[d] + token_counts[d])
-            a0 = int(token_end[t0 - 1]) if t0 else 0
-            a1 = int(token_end[t1 - 1]) if t1 else 0
-            doc_ids = padded_ids[rows].reshape(shape)
+            block = slice(int(layout.block_start[d]), int(layout.block_start[d] + layout.doc_rows[d]))
+            shape = (int(layout.n_spans[d]), int(layout.doc_width[d]))
+            doc_ids = padded_ids[block].reshape(shape)
             output = ModelOutput()
-            output["last_hidden_state"] = hidden_xp[rows].reshape(*shape, -1)
+            output["last_hidden_state"] = hidden_xp[block].reshape(*shape, -1)
             doc_data.append(TransformerData(
                 wordpieces=WordpieceBatch(
                     strings=self.id_strings[doc_ids].tolist(),
                     input_ids=doc_ids,
-                    attention_mask=padded_mask[rows].reshape(shape),
-                    lengths=lengths[spans].tolist(),
-                    token_type_ids=padded_types[rows].reshape(shape) if type_ids is not None else None,
+                    attention_mask=padded_mask[block].reshape(shape),
+                    lengths=pieces.lengths[layout.spans_of(d)].tolist(),
+                    token_type_ids=padded_types[block].reshape(shape) if padded_types is not None else None,
                 ),
                 model_output=output,
-                align=Ragged(local_row[a0:a1].astype(np.int32), per_token[t0:t1].astype(np.int32)),
+                align=Ragged(align_rows[first:last].astype(np.int32), per_token[tokens].astype(np.int32)),
             ))
-        batch = FullTransformerBatch(
-            spans=[[doc[s:e] for s, e in r.tolist()] for doc, r in zip(docs, ranges)],
-            wordpieces=WordpieceBatch.empty(),
-            model_output=ModelOutput(),
-            align=Ragged(np.zeros(0, np.int32), np.zeros(0, np.int32)),
-            cached_doc_data=doc_data,
-        )
-        return batch, _no_backprop
+        return doc_data
 
-    def _run(self, ids: np.ndarray, type_ids: np.ndarray | None, lengths: np.ndarray, dst: np.ndarray, rows: int,
-             wp_span: np.ndarray, content: np.ndarray) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
+    def _run(self, pieces: _Pieces, layout: _Layout, content: np.ndarray) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
         """The transformer over every span, by length-sorted buckets: the last hidden states at rows
-        `dst` of one float32 (rows, width) tensor, and each span's sum of them (every wordpiece,
-        and its content wordpieces only), brought to the host in one copy for pooling."""
+        `layout.dst` of one float32 (rows, width) tensor, and each span's sum of them (every
+        wordpiece, and its content wordpieces only), brought to the host in one copy for pooling."""
         import torch
 
+        ids, type_ids, lengths, dst, wp_span = pieces.ids, pieces.type_ids, pieces.lengths, layout.dst, layout.wp_span
+        rows = int(layout.doc_rows.sum())
         device = torch.device(self.device)
         width = int(self.hf_model.config.hidden_size)
         out = torch.zeros((rows, width), dtype=torch.float32, device=device)

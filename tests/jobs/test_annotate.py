@@ -75,7 +75,7 @@ def test_placement():
     gpu = plan_placement(AnnotateConfig(input="i", output="o"), {"CPU": 32.0, "GPU": 4.0})
     assert (gpu.actors, gpu.gpus_per_actor, gpu.cpus_per_actor) == (28, 0.1428, 1.0)  # (8 - 1) // 1 = 7 per GPU
     h100 = plan_placement(AnnotateConfig(input="i", output="o"), {"CPU": 16.0, "GPU": 1.0})
-    assert (h100.actors, h100.gpus_per_actor) == (15, 0.0666)
+    assert (h100.actors, h100.gpus_per_actor) == (8, 0.125)  # at most MAX_ACTORS_PER_GPU
     nodes = [{"CPU": 8.0}, {"CPU": 16.0, "GPU": 2.0}, {"CPU": 16.0, "GPU": 2.0}]  # a CPU head, two GPU workers
     cluster = plan_placement(AnnotateConfig(input="i", output="o"), {"CPU": 40.0, "GPU": 4.0}, nodes=nodes)
     assert (cluster.actors, cluster.gpus_per_actor) == (28, 0.1428)  # 7 per GPU: the head's CPUs do not count

@@ -26,3 +26,16 @@ def test_job_entry_point_is_the_same_command(tmp_path):
     )
     assert result.returncode == 2
     assert "no Parquet files found" in result.stderr
+
+
+def test_every_config_field_is_an_annotate_option_with_the_same_default():
+    import inspect
+
+    from jobs.annotate import command
+    from operators.config import AnnotateConfig
+
+    params = inspect.signature(command).parameters
+    for name, field in AnnotateConfig.model_fields.items():
+        assert name in params, f"--{name.replace('_', '-')} is missing from the CLI"
+        if name not in ("input", "output"):
+            assert params[name].default == field.default, name

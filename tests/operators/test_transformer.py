@@ -85,3 +85,18 @@ def test_slow_tokenizer_keeps_spacy_transformers_own_forward(tmp_path, tiny_bert
     assert doc._.trf_data.model_output.last_hidden_state.shape[0] == 2  # one span per sentence
     with pytest.raises(ConfigError, match="--precision fp32"):
         load_pipeline(str(tmp_path / "slow"), use_gpu=False, max_wordpieces=64, precision="bf16")
+
+
+@pytest.mark.parametrize("mode", ["mean", "mean_content"])
+def test_span_sums_from_the_bulk_pass_pool_like_the_hidden_states(trf_pipeline_dir, mode):
+    from operators.pooling import pool_sentences
+    from operators.transformer import SPAN_SUMS_KEY
+
+    p = load_pipeline(trf_pipeline_dir, use_gpu=False, max_wordpieces=24)
+    doc = p.nlp(SAMPLE_TEXTS[1] + " " + EDGE_TEXTS[-1])
+    bulk, bulk_valid = pool_sentences(p, doc, mode)
+    del doc.user_data[SPAN_SUMS_KEY]  # now pooled from doc._.trf_data, as without the bulk pass
+    hidden, hidden_valid = pool_sentences(p, doc, mode)
+    assert bulk.shape == hidden.shape == (len(list(doc.sents)), p.vector_width)
+    assert bulk_valid.all() and hidden_valid.all()
+    np.testing.assert_allclose(bulk, hidden, rtol=1e-5, atol=1e-6)
