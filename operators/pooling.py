@@ -69,7 +69,8 @@ def pool_transformer(doc: Doc, mode: Pooling, special_ids: np.ndarray) -> tuple[
     they are computed here from the doc's hidden states, on their device.
     """
     spans = doc.user_data.get(SPANS_KEY)
-    n_sents = len(sentence_token_starts(doc)) - 1
+    sent_starts = sentence_token_starts(doc)
+    n_sents = len(sent_starts) - 1
     if spans is None:
         raise RuntimeError("no transformer spans on this doc; was the span getter replaced?")
     bulk = doc.user_data.get(SPAN_SUMS_KEY)
@@ -78,7 +79,7 @@ def pool_transformer(doc: Doc, mode: Pooling, special_ids: np.ndarray) -> tuple[
     else:
         span_sums, span_counts = _span_sums(doc, mode, special_ids, len(spans))
     # spans never cross sentences and come in order: each span belongs to its start's sentence
-    span_sent = np.searchsorted(sentence_token_starts(doc), spans[:, 0], side="right") - 1
+    span_sent = np.searchsorted(sent_starts, spans[:, 0], side="right") - 1
     sums = np.zeros((n_sents, span_sums.shape[1]), dtype=np.float32)
     np.add.at(sums, span_sent, span_sums)
     counts = np.bincount(span_sent, weights=span_counts, minlength=n_sents)
