@@ -93,6 +93,8 @@ def main() -> None:
     texts = load_texts(args.docs, args.words)
     table = pa.table({"id": list(range(len(texts))), "text": texts})
     annotator(table.slice(0, min(32, len(texts))))  # warm-up: CUDA kernels, caches
+    # whitespace-separated words, as PERFLOG #11 and #13 count them (the bench counts spaCy's
+    # non-space tokens, about 14 % more on EWT): compare this script's words/s with itself only
     words = sum(len(t.split()) for t in texts)
 
     def once() -> float:
