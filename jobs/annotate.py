@@ -360,6 +360,7 @@ def command(
     actors: Annotated[int | None, typer.Option(help="Pipeline actors; default: several per GPU (one per CPU of a GPU node, one CPU left, at most 8), else one per CPU")] = None,
     gpus_per_actor: Annotated[float | None, typer.Option(help="GPU share per actor (0 = CPU; 0.25 = four pipelines per GPU); default: planned from the GPU nodes' CPUs")] = None,
     batch_size: Annotated[int, typer.Option(help="Documents per nlp.pipe batch")] = 64,
+    batch_chars: Annotated[int | None, typer.Option(help="Characters per nlp.pipe batch at most, bounding an actor's memory; default 50000 on CPU, 200000 on GPU")] = None,
     max_wordpieces: Annotated[int, typer.Option(help="Longest transformer window, special tokens included")] = 256,
     segment_chars: Annotated[int, typer.Option(help="Texts longer than this are cut at sentence boundaries")] = 100_000,
     pooling: Annotated[str, typer.Option(help="mean (all wordpieces of the window, as sentence-transformers) or mean_content")] = "mean",

@@ -7,6 +7,8 @@ spaCy pipeline, loaded once in __init__, inside the process that uses it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from . import errors
-from .config import AnnotateConfig
+from .config import DEFAULT_BATCH_CHARS, AnnotateConfig
 from .doc_arrays import make_docs
 from .extract import DocumentResult, SegmentAnnotations, annotate_segment, build_annotated_table
 from .pipeline import Pipeline, load_pipeline
@@ -52,9 +54,9 @@ class Annotator:
             precision=config.precision, token_budget=config.token_budget,
         )
         self.segment_chars = min(config.segment_chars, self.pipeline.nlp.max_length)
-        # segments of long texts are piped in groups of at most this many chars, so one huge
-        # document becomes many bounded batches rather than one enormous one
-        self.group_chars = 2 * self.segment_chars
+        # texts (and segments of long ones) are piped in groups of at most this many chars, so an
+        # actor's memory follows a bounded batch, not the longest documents of its rows
+        self.group_chars = config.batch_chars or DEFAULT_BATCH_CHARS["gpu" if use_gpu else "cpu"]
         # tests inject faults here: called with the texts of every nlp.pipe call before it runs
         self.before_pipe: Callable[[list[str]], None] | None = faults_from_env()
 
@@ -74,7 +76,9 @@ class Annotator:
         zone = nlp.memory_zone() if len(nlp.vocab.strings) >= self.config.keep_strings else contextlib.nullcontext()
         with zone:
             results = self.annotate_texts(texts, text_errors)
-            return build_annotated_table(doc_ids, sources, results, self.pipeline)
+            table = build_annotated_table(doc_ids, sources, results, self.pipeline)
+        release_free_memory()
+        return table
 
     def annotate_texts(self, texts: list[str | None], text_errors: list[str | None] | None = None) -> list[DocumentResult]:
         text_errors = text_errors or [None] * len(texts)
@@ -127,6 +131,26 @@ class Annotator:
                 log.warning("extraction failed: %s", describe(exc))
                 out.append(describe(exc))
         return out
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None where the C library has none (macOS, musl)."""
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    return getattr(libc, "malloc_trim", None)
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Give the heap pages that a batch's Docs and arrays freed back to the OS (glibc keeps them).
+
+    Without it an actor's RSS stays at the high-water mark of its largest batch so far, so the peak
+    of a run grows with the chance of meeting a large batch, i.e. with the corpus (bench/PERFLOG.md).
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def faults_from_env() -> Callable[[list[str]], None] | None:

@@ -25,6 +25,11 @@ Precision = Literal["fp32", "bf16"]
 # fastest (cache-sized: 1,024 gave 3.6x spacy-transformers' one padded call, bench/PERFLOG.md);
 # a GPU needs large ones to fill it (16,384: not yet measured on a GPU).
 DEFAULT_TOKEN_BUDGET = {"cpu": 1_024, "gpu": 16_384}
+# Characters per nlp.pipe batch (a single longer segment runs alone). An actor's memory follows the
+# text of its current batch, so this bounds the actor's peak whatever documents the corpus holds;
+# on CPU 50,000 cut the peak of the batches with the longest documents by a third at the same speed
+# (bench/PERFLOG.md). A GPU needs big batches to stay busy: 200,000 (what batches were cut at before).
+DEFAULT_BATCH_CHARS = {"cpu": 50_000, "gpu": 200_000}
 
 
 # An actor's vocab keeps the strings (and lexemes) of the words it meets until it holds this many;
@@ -50,6 +55,9 @@ class AnnotateConfig(BaseModel):
     actors: int | None = Field(None, ge=1, description="pipeline actors; None = several per GPU, or one per CPU")
     gpus_per_actor: float | None = Field(None, ge=0, description="None = planned from the GPU nodes' CPUs, or 0 without GPUs")
     batch_size: int = Field(64, ge=1, description="documents per actor call (and per nlp.pipe batch)")
+    batch_chars: int | None = Field(
+        None, ge=1_000, description="characters per nlp.pipe batch at most (a longer segment runs alone); None = by device"
+    )
     max_wordpieces: int = Field(256, ge=8, description="longest transformer window, special tokens included")
     segment_chars: int = Field(100_000, ge=1_000, description="texts longer than this are cut at sentence boundaries")
     pooling: Pooling = "mean"

@@ -181,3 +181,38 @@ def test_vocab_keeps_strings_up_to_the_cap_then_frees_new_ones():
     out = a(batch(["Vrandelmox met Skorpilian in Oslo."]))  # at the cap: a memory zone
     assert [t["text"] for t in rows(out, "tokens", 0)][:3] == ["Vrandelmox", "met", "Skorpilian"]
     assert len(a.pipeline.nlp.vocab.strings) == strings and "Vrandelmox" not in a.pipeline.nlp.vocab
+
+
+def test_batches_are_cut_at_batch_chars_and_a_longer_text_runs_alone(tok2vec_pipeline_dir):
+    a = annotator(tok2vec_pipeline_dir, batch_chars=1_000)
+    calls: list[list[str]] = []
+    a.before_pipe = calls.append
+    texts = [f"Text number {i} is about Paris. " * 9 for i in range(20)]  # ~290 chars each
+    texts[7] = "A long one about London. " * 60  # 1,500 chars: above the cap
+    out = a(batch(texts))
+    assert out.column("status").to_pylist() == ["ok"] * 20
+    assert [t for call in calls for t in call] == texts  # every text once, in order
+    assert [len(call) for call in calls] == [3, 3, 1, 1, 3, 3, 3, 3]
+    assert all(sum(map(len, call)) <= 1_000 for call in calls if len(call) > 1)
+    assert_matches_nlp_pipe(out, spacy.load(tok2vec_pipeline_dir), texts)
+
+
+def test_default_batch_chars_follow_the_device(tok2vec_pipeline_dir):
+    from operators.config import DEFAULT_BATCH_CHARS
+
+    assert annotator(tok2vec_pipeline_dir).group_chars == DEFAULT_BATCH_CHARS["cpu"] == 50_000
+
+
+def test_freed_heap_is_given_back_after_each_batch(tok2vec_pipeline_dir, monkeypatch):
+    import sys
+
+    import operators.annotate as annotate_module
+
+    if sys.platform.startswith("linux"):
+        assert annotate_module._MALLOC_TRIM is not None  # glibc: found and used
+    calls = []
+    monkeypatch.setattr(annotate_module, "_MALLOC_TRIM", lambda pad: calls.append(pad) or 1)
+    a = annotator(tok2vec_pipeline_dir)
+    a(batch(["One text."]))
+    a(batch(["Another text.", "And a third."]))
+    assert calls == [0, 0]
