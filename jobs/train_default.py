@@ -33,6 +33,7 @@ DEV_SHARES = {"train": 0.5, "select": 0.15, "test": 0.35}  # EWT dev documents (
 GOLD_ENTITY_REPEAT = 3  # gold-entity documents are few: show them this often per epoch
 
 TRAIN_CONFIG = Path(__file__).with_name("train_default.cfg")
+KEEP_FILES = ("README.md", "scores.json")  # written by people and `evaluate`, not by training
 
 
 def build_examples(
@@ -53,7 +54,7 @@ def build_examples(
     for doc in load_ewt(ewt_dir, "train")[:limit_docs]:
         name = split_of(doc.id, TRAIN_SHARES)
         for piece in chunks(doc, max_sents):
-            sets[name].append(to_example(vocab, piece, silver_entities(silver, vocab, piece)))
+            sets[name].append(to_example(vocab, piece, silver_entities(silver, vocab, piece), unsure_proper_nouns=True))
     for doc in load_ewt(ewt_dir, "dev")[:limit_docs]:
         name = {"train": "train", "select": "dev_select", "test": "test"}[split_of(doc.id, DEV_SHARES)]
         for piece in chunks(doc, max_sents):
@@ -203,8 +204,10 @@ def doc_annotations(doc) -> dict:
 def save(nlp, output: str, training: dict) -> dict:
     """Write the pipeline without the transformer's weights (assembled later from the package)."""
     out = Path(output)
-    if out.exists():
-        shutil.rmtree(out)
+    if out.exists():  # a previous training's files go; the model card and its scores stay
+        for path in out.iterdir():
+            if path.name not in KEEP_FILES:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
     nlp.to_disk(out, exclude=["transformer"])
     (out / "training.json").write_text(json.dumps(training, indent=2) + "\n")
     probes = [doc_annotations(doc) for doc in nlp.pipe(PROBES)]

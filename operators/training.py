@@ -188,12 +188,19 @@ def chunks(doc: GoldDoc, max_sents: int) -> Iterator[GoldDoc]:
         )
 
 
-def to_example(vocab: Vocab, doc: GoldDoc, ents: list[tuple[int, int, str]] | None) -> Example:
+def to_example(
+    vocab: Vocab, doc: GoldDoc, ents: list[tuple[int, int, str]] | None, unsure_proper_nouns: bool = False
+) -> Example:
     """An Example whose predicted doc is the raw text's tokens with gold sentence boundaries set.
 
     Whitespace between tokens other than one space becomes a whitespace token (tag _SP, attached
     to the token before it), as spaCy's tokenizer makes one. Entities that do not fall on token
     boundaries are dropped; `ents=None` leaves entities unannotated.
+
+    `unsure_proper_nouns` is for silver entities: a gold proper noun outside every given entity is
+    marked missing (no cost whatever the recognizer predicts there) instead of "outside". Almost
+    every gold entity holds a proper noun (918 of 929 on EWT dev) and the silver labels miss 39 % of
+    gold entities, so "outside" on those tokens would teach the recognizer to miss them too.
     """
     words: list[str] = []
     spaces: list[bool] = []
@@ -240,7 +247,13 @@ def to_example(vocab: Vocab, doc: GoldDoc, ents: list[tuple[int, int, str]] | No
     example = Example.from_dict(predicted, {"tags": tags, "lemmas": lemmas, "heads": heads, "deps": deps})
     if ents is not None:
         spans = [example.reference.char_span(s, e, label=label) for s, e, label in ents]
-        example.reference.set_ents(_non_overlapping([s for s in spans if _learnable(s)]), default="outside")
+        kept = _non_overlapping([s for s in spans if _learnable(s)])
+        missing = []
+        if unsure_proper_nouns:
+            inside = {i for span in kept for i in range(span.start, span.end)}
+            ref = example.reference
+            missing = [ref[i : i + 1] for i, t in enumerate(ref) if t.tag_ in PROPER_NOUN_TAGS and i not in inside]
+        example.reference.set_ents(kept, missing=missing, default="outside")
     return example
 
 

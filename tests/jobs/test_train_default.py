@@ -19,9 +19,13 @@ def test_train_ship_assemble_reproduces(tmp_path):
     from operators.default_model import assemble
 
     heads = tmp_path / "heads"
+    heads.mkdir()
+    (heads / "README.md").write_text("model card")  # re-training keeps the card, drops old files
+    (heads / "stale.bin").write_text("old")
     result = train(str(EWT), str(heads), epochs=1, seed=0, limit_docs=4)
     assert [h["epoch"] for h in result["history"]] == [0]
     assert {"config.cfg", "meta.json", "tagger", "parser", "ner", "tok2vec", "senter", "lemmatizer"} <= {p.name for p in heads.iterdir()}
+    assert (heads / "README.md").read_text() == "model card" and not (heads / "stale.bin").exists()
     assert not (heads / "transformer").exists()  # shipped without the transformer's weights
     assert 'name = "sentence-transformers/all-MiniLM-L6-v2"' in (heads / "config.cfg").read_text()  # no local path
     assert sum(f.stat().st_size for f in heads.rglob("*") if f.is_file()) < 20_000_000

@@ -111,3 +111,14 @@ def test_silver_entity_keeps_proper_noun_without_determiner(tmp_path):
 
     fake_ner.vocab = nlp.vocab
     assert silver_entities(fake_ner, nlp.vocab, doc) == [(13, 22, "ORG")]
+
+
+def test_silver_example_leaves_unlabelled_proper_nouns_missing(tmp_path):
+    doc = gold(tmp_path)
+    vocab = spacy.blank("en").vocab
+    # silver found Bob Smith only: Paris (a proper noun) is unknown, not "outside"
+    silver = to_example(vocab, doc, [(13, 22, "PER")], unsure_proper_nouns=True)
+    assert silver.get_aligned_ner() == ["O", "O", "O", "O", "B-PER", "L-PER", "O", "O", None, "O", "O", "O"]
+    # gold entities: every token is known
+    full = to_example(vocab, doc, [(13, 22, "PER")])
+    assert full.get_aligned_ner()[8] == "O"
