@@ -406,6 +406,7 @@ def command(
     gpus_per_actor: Annotated[str | None, typer.Option(help="corpus-nlp GPU share per actor, e.g. 0.25 for four actors per GPU, auto as `annotate` plans it; a comma list runs each (default: auto)")] = None,
     precision: Annotated[str, typer.Option(help="Transformer forward in corpus-nlp: fp32 or bf16, or a comma list to run each (nlp.pipe stays fp32)")] = "fp32",
     token_budget: Annotated[int | None, typer.Option(help="corpus-nlp padded wordpieces per transformer call (default: as `annotate`)")] = None,
+    batch_chars: Annotated[int | None, typer.Option(help="corpus-nlp characters per nlp.pipe batch (default: as `annotate`)")] = None,
 ) -> None:
     """Measure nlp.pipe, corpus-nlp end to end and the raw transformer in one run."""
     gpu = device == "gpu"
@@ -436,6 +437,7 @@ def command(
                 runs[run_name] = bench_corpus_nlp(
                     name, texts, workdir, gpu, max(sizes) if gpu else 64,
                     unit_rows=unit_rows, actors=actors, gpus_per_actor=g, precision=p, token_budget=token_budget,
+                    batch_chars=batch_chars,
                 )
             runs[run_name]["precision"] = p
             runs[run_name]["peak_gpu_mib"] = round(peak.gpu_peak / 2**20) if peak.gpu_peak else None
@@ -463,7 +465,7 @@ def command(
                 ratios[f"{label} / transformer bf16{suffix}"] = round(e2e / runs["transformer bf16"]["words_per_s"], 3)
     results = {
         "model": shape or model, "machine": _machine(device), "words": runs[e2e_names[0]]["words"],
-        "options": {"precision": precision, "token_budget": token_budget, "gpus_per_actor": gpus_per_actor, "actors": actors,
+        "options": {"precision": precision, "token_budget": token_budget, "batch_chars": batch_chars, "gpus_per_actor": gpus_per_actor, "actors": actors,
                     "unit_rows": unit_rows, **({"baseline_words": baseline_words} if baseline_words else {})},
         "runs": runs, "ratios": ratios, "peak_rss_mib": {k: round(v / 2**20) for k, v in rss.items()},
         "corpus_nlp_peak_rss_mib_by_process": rss_by_kind,

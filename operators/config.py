@@ -27,8 +27,9 @@ Precision = Literal["fp32", "bf16"]
 DEFAULT_TOKEN_BUDGET = {"cpu": 1_024, "gpu": 16_384}
 # Characters per nlp.pipe batch (a single longer segment runs alone). An actor's memory follows the
 # text of its current batch, so this bounds the actor's peak whatever documents the corpus holds;
-# on CPU 50,000 cut the peak of the batches with the longest documents by a third at the same speed
-# (bench/PERFLOG.md). A GPU needs big batches to stay busy: 200,000 (what batches were cut at before).
+# on CPU 50,000 instead of 200,000 cut the two actors' peak RSS by 18 % (bench/PERFLOG.md #19; the
+# rate moved less than it varies between runs). A GPU needs big batches to stay busy: 200,000 there
+# (what batches were cut at before, 2 x segment_chars).
 DEFAULT_BATCH_CHARS = {"cpu": 50_000, "gpu": 200_000}
 
 

@@ -32,7 +32,7 @@ def test_bench_corpus_nlp_alone_with_options(tmp_path):
     data = json.loads((tmp_path / "bench.json").read_text())
     assert set(data["runs"]) == {"corpus-nlp", "transformer bf16"} and data["runs"]["transformer bf16"] is None
     assert data["runs"]["corpus-nlp"]["actors"] == 1 and data["runs"]["corpus-nlp"]["errors"] == 0
-    assert data["options"] == {"precision": "bf16", "token_budget": None, "gpus_per_actor": None, "actors": 1, "unit_rows": 4}
+    assert data["options"] == {"precision": "bf16", "token_budget": None, "batch_chars": None, "gpus_per_actor": None, "actors": 1, "unit_rows": 4}
     assert data["ratios"] == {} and set(data["peak_rss_mib"]) == {"corpus-nlp"}
     by_process = data["corpus_nlp_peak_rss_mib_by_process"]  # what grows, when memory grows
     assert {"driver", "pipeline actors", "raylet", "gcs_server"} <= set(by_process) and by_process["pipeline actors"] > 100

@@ -1,0 +1,82 @@
+"""Does one pipeline actor's memory grow with the corpus? An in-process `Annotator` over EWT text.
+
+    python bench/memory_probe.py --model corpus_nlp_minilm --words 600000 [--every 20] [--threads 1]
+
+The same `Annotator` a Ray actor runs (no Ray, no Parquet), fed `--batch-size` documents at a time.
+Every `--every` batches it prints a JSON line: words so far, the process's resident memory now and
+its peak so far (MiB, from /proc), and the strings in the pipeline's vocab. Flat memory shows as a
+resident size that stops rising once the first batches have passed; growth shows as a trend.
+With --per-batch the peak is reset before every batch (/proc/self/clear_refs) and each batch's own
+peak is printed with its characters and longest text: what a batch's size costs.
+Linux only (reads /proc/self/status). Used for bench/PERFLOG.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pyarrow as pa  # noqa: E402
+
+from jobs.bench import DEFAULT_DOCS, load_texts  # noqa: E402
+
+
+def memory_mib() -> tuple[int, int]:
+    """(resident now, peak resident) of this process in MiB."""
+    fields = {}
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            key, _, value = line.partition(":")
+            fields[key] = value
+    return int(fields["VmRSS"].split()[0]) // 1024, int(fields["VmHWM"].split()[0]) // 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="corpus_nlp_minilm")
+    parser.add_argument("--words", type=int, default=600_000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--every", type=int, default=20, help="print every N batches")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--docs", default=DEFAULT_DOCS)
+    parser.add_argument("--per-batch", action="store_true", help="each batch's own peak (resets the peak before it)")
+    args = parser.parse_args()
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from operators.annotate import Annotator
+    from operators.config import AnnotateConfig
+    from operators.default_model import resolve
+
+    annotator = Annotator(AnnotateConfig(input="-", output="-", model=resolve(args.model), batch_size=args.batch_size))
+    texts = load_texts(args.docs, args.words)
+    words, start = 0, time.perf_counter()
+    for k, i in enumerate(range(0, len(texts), args.batch_size)):
+        chunk = texts[i : i + args.batch_size]
+        if args.per_batch:
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+                handle.write("5")  # resets VmHWM to the current resident size
+            before = memory_mib()[0]
+        annotator(pa.table({"id": list(range(i, i + len(chunk))), "text": chunk}))
+        words += sum(len(t.split()) for t in chunk)
+        if args.per_batch:
+            rss, peak = memory_mib()
+            print(json.dumps({"batch": k, "chars": sum(map(len, chunk)), "longest": max(map(len, chunk)),
+                              "rss_before_mib": before, "batch_peak_mib": peak, "rss_after_mib": rss}), flush=True)
+            continue
+        if k % args.every == 0 or i + args.batch_size >= len(texts):
+            rss, peak = memory_mib()
+            print(json.dumps({"batch": k, "words": words, "rss_mib": rss, "peak_mib": peak,
+                              "vocab_strings": len(annotator.pipeline.nlp.vocab.strings),
+                              "seconds": round(time.perf_counter() - start, 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
