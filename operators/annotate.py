@@ -146,8 +146,8 @@ _MALLOC_TRIM = _malloc_trim()
 def release_free_memory() -> None:
     """Give the heap pages that a batch's Docs and arrays freed back to the OS (glibc keeps them).
 
-    Without it an actor's RSS stays at the high-water mark of its largest batch so far, so the peak
-    of a run grows with the chance of meeting a large batch, i.e. with the corpus (bench/PERFLOG.md).
+    Without it an actor's RSS can stay near the high-water mark of its largest batch so far
+    (bench/PERFLOG.md #19 measures it together with --batch-chars).
     """
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)

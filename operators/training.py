@@ -199,8 +199,9 @@ def to_example(
 
     `unsure_proper_nouns` is for silver entities: a gold proper noun outside every given entity is
     marked missing (no cost whatever the recognizer predicts there) instead of "outside". Almost
-    every gold entity holds a proper noun (918 of 929 on EWT dev) and the silver labels miss 39 % of
-    gold entities, so "outside" on those tokens would teach the recognizer to miss them too.
+    every gold entity holds a proper noun (491 of 493 on the non-test EWT dev documents) and the
+    silver labels miss 36 % of gold entities there, so "outside" on those tokens would teach the
+    recognizer to miss them too (models/corpus_nlp_minilm/README.md: recall 0.51 → 0.64).
     """
     words: list[str] = []
     spaces: list[bool] = []
