@@ -53,9 +53,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from operators.annotate import Annotator
     from operators.config import AnnotateConfig
-    from operators.default_model import resolve
 
-    annotator = Annotator(AnnotateConfig(input="-", output="-", model=resolve(args.model), batch_size=args.batch_size))
+    annotator = Annotator(AnnotateConfig(input="-", output="-", model=args.model, batch_size=args.batch_size))
     texts = load_texts(args.docs, args.words)
     words, start = 0, time.perf_counter()
     for k, i in enumerate(range(0, len(texts), args.batch_size)):
@@ -66,16 +65,17 @@ def main() -> None:
             before = memory_mib()[0]
         annotator(pa.table({"id": list(range(i, i + len(chunk))), "text": chunk}))
         words += sum(len(t.split()) for t in chunk)
+        rss, peak = memory_mib()
         if args.per_batch:
-            rss, peak = memory_mib()
-            print(json.dumps({"batch": k, "chars": sum(map(len, chunk)), "longest": max(map(len, chunk)),
-                              "rss_before_mib": before, "batch_peak_mib": peak, "rss_after_mib": rss}), flush=True)
+            line = {"batch": k, "chars": sum(map(len, chunk)), "longest": max(map(len, chunk)),
+                    "rss_before_mib": before, "batch_peak_mib": peak, "rss_after_mib": rss}
+        elif k % args.every == 0 or i + args.batch_size >= len(texts):
+            line = {"batch": k, "words": words, "rss_mib": rss, "peak_mib": peak,
+                    "vocab_strings": len(annotator.pipeline.nlp.vocab.strings),
+                    "seconds": round(time.perf_counter() - start, 1)}
+        else:
             continue
-        if k % args.every == 0 or i + args.batch_size >= len(texts):
-            rss, peak = memory_mib()
-            print(json.dumps({"batch": k, "words": words, "rss_mib": rss, "peak_mib": peak,
-                              "vocab_strings": len(annotator.pipeline.nlp.vocab.strings),
-                              "seconds": round(time.perf_counter() - start, 1)}), flush=True)
+        print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

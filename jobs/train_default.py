@@ -206,8 +206,12 @@ def save(nlp, output: str, training: dict) -> dict:
     out = Path(output)
     if out.exists():  # a previous training's files go; the model card and its scores stay
         for path in out.iterdir():
-            if path.name not in KEEP_FILES:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if path.name in KEEP_FILES:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
     nlp.to_disk(out, exclude=["transformer"])
     (out / "training.json").write_text(json.dumps(training, indent=2) + "\n")
     probes = [doc_annotations(doc) for doc in nlp.pipe(PROBES)]
