@@ -53,10 +53,11 @@ class Annotator:
             config.model, use_gpu=use_gpu, max_wordpieces=config.max_wordpieces,
             precision=config.precision, token_budget=config.token_budget,
         )
-        self.segment_chars = min(config.segment_chars, self.pipeline.nlp.max_length)
-        # texts (and segments of long ones) are piped in groups of at most this many chars, so an
-        # actor's memory follows a bounded batch, not the longest documents of its rows
+        # texts are piped in groups of at most this many chars, and a longer text is cut (at sentence
+        # starts) into segments no longer than a group, so an actor's memory follows --batch-chars,
+        # not the longest document of the corpus
         self.group_chars = config.batch_chars or DEFAULT_BATCH_CHARS["gpu" if use_gpu else "cpu"]
+        self.segment_chars = min(config.segment_limit, self.pipeline.nlp.max_length)
         # tests inject faults here: called with the texts of every nlp.pipe call before it runs
         self.before_pipe: Callable[[list[str]], None] | None = faults_from_env()
 

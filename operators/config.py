@@ -25,11 +25,12 @@ Precision = Literal["fp32", "bf16"]
 # fastest (cache-sized: 1,024 gave 3.6x spacy-transformers' one padded call, bench/PERFLOG.md);
 # a GPU needs large ones to fill it (16,384: not yet measured on a GPU).
 DEFAULT_TOKEN_BUDGET = {"cpu": 1_024, "gpu": 16_384}
-# Characters per nlp.pipe batch (a single longer segment runs alone). An actor's memory follows the
-# text of its current batch, so this bounds the actor's peak whatever documents the corpus holds;
-# on CPU 50,000 instead of 200,000 cut the two actors' peak RSS by 18 % (bench/PERFLOG.md #19; the
-# rate moved less than it varies between runs). A GPU needs big batches to stay busy: 200,000 there
-# (what batches were cut at before, 2 x segment_chars).
+# Characters per nlp.pipe batch (a longer text is cut into segments that fit: segment_limit below).
+# An actor's memory follows the text of its current batch, so this bounds the actor's peak whatever
+# documents the corpus holds; on CPU 50,000 instead of 200,000 cut the two actors' peak RSS by 18 %
+# (bench/PERFLOG.md #19; the rate moved less than it varies between runs; 20,000 and 10,000 did not
+# lower a long run's peak further and were slower, #23). A GPU needs big batches to stay busy:
+# 200,000 there (what batches were cut at before, 2 x segment_chars).
 DEFAULT_BATCH_CHARS = {"cpu": 50_000, "gpu": 200_000}
 
 
@@ -57,10 +58,10 @@ class AnnotateConfig(BaseModel):
     gpus_per_actor: float | None = Field(None, ge=0, description="None = planned from the GPU nodes' CPUs, or 0 without GPUs")
     batch_size: int = Field(64, ge=1, description="documents per actor call (and per nlp.pipe batch)")
     batch_chars: int | None = Field(
-        None, ge=1_000, description="characters per nlp.pipe batch at most (a longer segment runs alone); None = by device"
+        None, ge=1_000, description="characters per nlp.pipe batch at most (longer texts are cut to fit); None = by device"
     )
     max_wordpieces: int = Field(256, ge=8, description="longest transformer window, special tokens included")
-    segment_chars: int = Field(100_000, ge=1_000, description="texts longer than this are cut at sentence boundaries")
+    segment_chars: int = Field(100_000, ge=1_000, description="texts longer than this (or than batch_chars) are cut at sentence boundaries")
     pooling: Pooling = "mean"
     token_budget: int | None = Field(
         None, ge=64, description="padded wordpieces per transformer forward call (spans sorted by length); None = by device"
@@ -102,6 +103,15 @@ class AnnotateConfig(BaseModel):
             raise ValueError("resume and overwrite exclude each other")
         return self
 
+    @property
+    def segment_limit(self) -> int:
+        """Texts longer than this are cut at sentence starts: segment_chars, lowered to batch_chars so
+        that no segment outgrows a batch (a 100,000-char text as one Doc peaked at 760 MiB over an
+        actor's resident size, as two at 410: bench/PERFLOG.md #21). With batch_chars left to the
+        device, the smaller default applies on every device: where texts are cut changes their rows,
+        so it must not depend on the device (it is part of the unit keys)."""
+        return min(self.segment_chars, self.batch_chars or min(DEFAULT_BATCH_CHARS.values()))
+
     def fingerprint(self, model_id: str, schema_version: str) -> dict[str, str]:
         """What an OUTPUT's units must share: mixing any of these would mix incomparable rows."""
         found = {"schema_version": schema_version, "model": model_id, "pooling": self.pooling}
@@ -117,7 +127,7 @@ class AnnotateConfig(BaseModel):
             {
                 **self.fingerprint(model_id, schema_version),
                 "max_wordpieces": self.max_wordpieces,
-                "segment_chars": self.segment_chars,
+                "segment_chars": self.segment_limit,
                 "text_column": self.text_column,
                 "id_column": self.id_column,
             },

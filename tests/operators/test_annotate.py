@@ -183,18 +183,24 @@ def test_vocab_keeps_strings_up_to_the_cap_then_frees_new_ones():
     assert len(a.pipeline.nlp.vocab.strings) == strings and "Vrandelmox" not in a.pipeline.nlp.vocab
 
 
-def test_batches_are_cut_at_batch_chars_and_a_longer_text_runs_alone(tok2vec_pipeline_dir):
+def test_batches_are_cut_at_batch_chars_and_a_longer_text_into_segments_that_fit(tok2vec_pipeline_dir):
     a = annotator(tok2vec_pipeline_dir, batch_chars=1_000)
+    assert a.segment_chars == 1_000  # --segment-chars (100,000) is lowered to the batch
     calls: list[list[str]] = []
     a.before_pipe = calls.append
     texts = [f"Text number {i} is about Paris. " * 9 for i in range(20)]  # ~290 chars each
     texts[7] = "A long one about London. " * 60  # 1,500 chars: above the cap
     out = a(batch(texts))
     assert out.column("status").to_pylist() == ["ok"] * 20
-    assert [t for call in calls for t in call] == texts  # every text once, in order
-    assert [len(call) for call in calls] == [3, 3, 1, 1, 3, 3, 3, 3]
-    assert all(sum(map(len, call)) <= 1_000 for call in calls if len(call) > 1)
-    assert_matches_nlp_pipe(out, spacy.load(tok2vec_pipeline_dir), texts)
+    assert "".join(t for call in calls for t in call) == "".join(texts)  # every character once, in order
+    assert [len(call) for call in calls] == [3, 3, 1, 1, 2, 3, 3, 3, 2]
+    assert max(sum(map(len, call)) for call in calls) <= 1_000
+    long_parts = [t for call in calls for t in call if t.startswith("A long")]
+    assert len(long_parts) == 2 and long_parts[0].endswith("London. ")  # cut where a sentence starts
+    others = [i for i in range(20) if i != 7]
+    assert_matches_nlp_pipe(out.take(others), spacy.load(tok2vec_pipeline_dir), [texts[i] for i in others])
+    assert [t["text"] for t in rows(out, "tokens", 7)] == ["A", "long", "one", "about", "London", "."] * 60
+    assert_offsets_slice_back(out, texts)
 
 
 def test_default_batch_chars_follow_the_device(tok2vec_pipeline_dir):

@@ -24,3 +24,18 @@ def test_defaults():
 def test_invalid_options_name_the_field(options, field):
     with pytest.raises(ConfigError, match=field):
         AnnotateConfig.build(input="in", output="out", **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "limit"),
+    [
+        ({}, 50_000),  # the CPU batch, on every device
+        ({"batch_chars": 20_000}, 20_000),
+        ({"batch_chars": 200_000}, 100_000),  # segment_chars
+        ({"segment_chars": 30_000}, 30_000),
+    ],
+)
+def test_no_segment_is_longer_than_a_batch_and_where_texts_are_cut_is_in_the_unit_keys(options, limit):
+    config = AnnotateConfig.build(input="in", output="out", **options)
+    assert config.segment_limit == limit
+    assert f'"segment_chars": {limit}' in config.unit_fingerprint("model", "1")
