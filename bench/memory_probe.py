@@ -1,6 +1,6 @@
 """Does one pipeline actor's memory grow with the corpus? An in-process `Annotator` over EWT text.
 
-    python bench/memory_probe.py --model corpus_nlp_minilm --words 600000 [--every 20] [--threads 1]
+    python bench/memory_probe.py --model corpus_nlp_minilm --words 600000 [--every 20] [--threads 1] [--batch-chars N]
 
 The same `Annotator` a Ray actor runs (no Ray, no Parquet), fed `--batch-size` documents at a time.
 Every `--every` batches it prints a JSON line: words so far, the process's resident memory now and
@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--model", default="corpus_nlp_minilm")
     parser.add_argument("--words", type=int, default=600_000)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-chars", type=int, default=None, help="characters per nlp.pipe batch (default: as `annotate`)")
     parser.add_argument("--every", type=int, default=20, help="print every N batches")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--docs", default=DEFAULT_DOCS)
@@ -54,7 +55,8 @@ def main() -> None:
     from operators.annotate import Annotator
     from operators.config import AnnotateConfig
 
-    annotator = Annotator(AnnotateConfig(input="-", output="-", model=args.model, batch_size=args.batch_size))
+    annotator = Annotator(AnnotateConfig(input="-", output="-", model=args.model, batch_size=args.batch_size,
+                                         batch_chars=args.batch_chars))
     texts = load_texts(args.docs, args.words)
     words, start = 0, time.perf_counter()
     for k, i in enumerate(range(0, len(texts), args.batch_size)):

