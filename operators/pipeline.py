@@ -25,12 +25,13 @@ import spacy
 from spacy.language import Language
 from spacy.pipeline import Sentencizer, Tagger
 from spacy.tokens import Doc, Span
+from thinc.api import Model
 from thinc.backends import get_array_ops
 
 from . import errors
 from .config import DEFAULT_TOKEN_BUDGET, Precision
 from .doc_arrays import sentence_token_starts, token_offsets
-from .transformer import BulkTransformerForward
+from .transformer import BulkListenerPooling, BulkTransformerForward
 
 EmbeddingKind = Literal["transformer", "curated_transformer", "tok2vec"]
 
@@ -114,6 +115,8 @@ def load_pipeline(
             )
             # the whole nlp.pipe batch in one predict: BulkTransformerForward bounds each forward call
             nlp.get_pipe(component).cfg["max_batch_items"] = 2**62
+            for listener_pooling in _listener_poolings(nlp, component):
+                listener_pooling._func = BulkListenerPooling(listener_pooling._func)
         elif precision != "fp32":  # spacy-transformers as it comes has no bf16 (its mixed_precision is fp16)
             raise errors.precision_needs_transformer(name, precision, "a pipeline with a slow (Python) tokenizer")
     elif precision != "fp32":
@@ -145,6 +148,13 @@ def load_pipeline(
     pipeline.vector_width = int(vectors.shape[1])
     pipeline.annotates = {attr: probe.has_annotation(attr) for attr in ("TAG", "POS", "LEMMA", "DEP", "ENT_IOB")}
     return pipeline
+
+
+def _listener_poolings(nlp: Language, transformer: str) -> list[Any]:
+    """The `trfs2arrays` layers (a listener's pooling of wordpieces into token vectors) of the
+    components that listen to `transformer`."""
+    return [node for name, proc in nlp.pipeline if name != transformer and isinstance(getattr(proc, "model", None), Model)
+            for node in proc.model.walk() if node.name == "trfs2arrays"]
 
 
 def argmax_per_doc(scores: list) -> list[np.ndarray]:

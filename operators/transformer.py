@@ -40,6 +40,9 @@ from .doc_arrays import doc_text, token_offsets
 # doc.user_data: {pooling mode: (sum of each span's wordpiece vectors (n_spans, width), wordpieces summed
 # (n_spans,))}, "mean" over every wordpiece of the span's window, "mean_content" without special tokens
 SPAN_SUMS_KEY = "corpus_nlp.span_sums"
+# on each TransformerData of a bulk pass: (its batch's BatchAlignment, its slice of the batch's
+# alignment rows, its slice of the batch's tokens), for BulkListenerPooling
+BATCH_ALIGNMENT_ATTR = "corpus_nlp_batch_alignment"
 
 
 def length_buckets(lengths: np.ndarray, token_budget: int) -> list[np.ndarray]:
@@ -127,6 +130,61 @@ class _Layout:
         return slice(int(self.span_first[doc]), int(self.span_first[doc] + self.n_spans[doc]))
 
 
+@dataclass
+class BatchAlignment:
+    """A bulk pass's hidden states and alignment, on their device, rows numbered across the batch."""
+
+    hidden: Any  # (rows, width): every doc's block, back to back
+    rows: Any  # (n_aligned,) int32: each token's wordpiece rows, token after token
+    lengths: Any  # (n_tokens,) int32: rows per token
+
+
+class BulkListenerPooling:
+    """Drop-in forward of spacy-transformers' `trfs2arrays` (a listener's pooling of wordpiece rows
+    into token vectors), for prediction over docs of one bulk pass.
+
+    spacy-transformers aligns doc by doc: each doc's alignment goes to the GPU on its own, and a copy
+    from host memory waits for the GPU to finish the work queued before it, that of the other
+    pipelines on a shared GPU included (one wait per doc and listener). Here the batch's alignment is
+    already on the device: one gather and one pooling call for all docs, the same rows in the same
+    order, so the same token vectors. Training and docs from elsewhere take the original path.
+    """
+
+    def __init__(self, original: Any):
+        self.original = original
+
+    def __call__(self, model: Any, trf_datas: list[Any], is_train: bool) -> tuple[Any, Any]:
+        refs = [getattr(t, BATCH_ALIGNMENT_ATTR, None) for t in trf_datas]
+        batch = next((r[0] for r in refs if r is not None), None)
+        # other docs are allowed only as spacy-transformers' empty ones (no output: zero rows)
+        if (is_train or batch is None or any(r is not None and r[0] is not batch for r in refs)
+                or any(r is None and "last_hidden_state" in t.model_output for r, t in zip(refs, trf_datas))):
+            return self.original(model, trf_datas, is_train)
+        from thinc.types import Ragged
+
+        ops, pooling = model.ops, model.layers[0]
+        # a doc whose tokens align to no wordpiece (whitespace only): as spacy-transformers'
+        # `_apply_empty_alignment`, one zero row per token
+        aligned = [r for r in refs if r is not None and r[1].stop > r[1].start]
+        outputs = iter([])
+        if aligned:
+            rows = ops.xp.concatenate([batch.rows[r[1]] for r in aligned])
+            lengths = ops.xp.concatenate([batch.lengths[r[2]] for r in aligned])
+            pooled = pooling.predict(Ragged(batch.hidden[rows], lengths))
+            outputs = iter(ops.xp.split(pooled, np.cumsum([r[2].stop - r[2].start for r in aligned])[:-1].tolist()))
+        width = batch.hidden.shape[1]
+        result = []
+        for r in refs:
+            if r is None:  # as trfs2arrays: a doc without transformer output gets a (0, 0) array
+                result.append(ops.alloc2f(0, 0))
+            elif r[1].stop > r[1].start:
+                result.append(next(outputs))
+            else:
+                n = r[2].stop - r[2].start
+                result.append(pooling.predict(Ragged(ops.alloc2f(n, width), ops.alloc1i(n) + 1)))
+        return result, _no_backprop
+
+
 class BulkTransformerForward:
     """Drop-in forward (thinc signature) of a spacy-transformers TransformerModel, for prediction."""
 
@@ -211,7 +269,7 @@ class BulkTransformerForward:
     def _align(self, doc_texts: list[str], offsets: list[tuple[np.ndarray, np.ndarray]], pieces: _Pieces,
                layout: _Layout) -> tuple[np.ndarray, np.ndarray]:
         """spacy-transformers' alignment for the whole batch at once (characters and tokens numbered
-        across docs): each token's wordpiece rows within its doc's block, in token order, and the
+        across docs): each token's wordpiece rows in the batch's output, in token order, and the
         number of rows per token."""
         token_counts = np.array([len(idx) for idx, _ in offsets], dtype=np.int64)
         char_counts = np.array([len(text) + 1 for text in doc_texts], dtype=np.int64)
@@ -223,16 +281,15 @@ class BulkTransformerForward:
         wp_doc = layout.span_doc[layout.wp_span]
         wp_char = pieces.span_char[layout.wp_span] + char_base[wp_doc]
         token, wordpiece = align_wordpieces(owner, pieces.offsets[:, 0] + wp_char, pieces.offsets[:, 1] + wp_char)
-        local_row = layout.dst - layout.block_start[wp_doc]
-        order = np.lexsort((local_row[wordpiece], token))
-        return local_row[wordpiece[order]], np.bincount(token, minlength=len(all_idx))
+        order = np.lexsort((layout.dst[wordpiece], token))  # a token's wordpieces all lie in its doc's block
+        return layout.dst[wordpiece[order]], np.bincount(token, minlength=len(all_idx))
 
     def _doc_data(self, pieces: _Pieces, layout: _Layout, hidden: Any, align_rows: np.ndarray, per_token: np.ndarray,
                   token_counts: list[int]) -> list[Any]:
         """One TransformerData per doc, as FullTransformerBatch.split_by_doc gives it (rows padded
         to the doc's own longest span)."""
         from spacy_transformers.data_classes import TransformerData, WordpieceBatch
-        from thinc.api import torch2xp
+        from thinc.api import get_array_module, torch2xp
         from thinc.types import Ragged
         from transformers.file_utils import ModelOutput
 
@@ -247,6 +304,14 @@ class BulkTransformerForward:
             padded_types = np.full(rows, self.pad_type_id, dtype=np.int64)
             padded_types[layout.dst] = pieces.type_ids
         align_end = np.cumsum(per_token)
+        token_doc = np.repeat(np.arange(len(token_counts)), token_counts)
+        local_rows = (align_rows - np.repeat(layout.block_start[token_doc], per_token)).astype(np.int32)
+        per_token32 = per_token.astype(np.int32)
+        batch = None
+        if hidden_xp is not None:  # the listeners' alignment of the whole batch, in one copy to its device
+            xp = get_array_module(hidden_xp)
+            both = xp.asarray(np.concatenate([align_rows.astype(np.int32), per_token32]))
+            batch = BatchAlignment(hidden_xp, both[: len(align_rows)], both[len(align_rows):])
         doc_data, token_start = [], 0
         for d, n_tokens in enumerate(token_counts):
             first, last = (int(align_end[t - 1]) if t else 0 for t in (token_start, token_start + n_tokens))
@@ -260,7 +325,7 @@ class BulkTransformerForward:
             doc_ids = padded_ids[block].reshape(shape)
             output = ModelOutput()
             output["last_hidden_state"] = hidden_xp[block].reshape(*shape, -1)
-            doc_data.append(TransformerData(
+            data = TransformerData(
                 wordpieces=WordpieceBatch(
                     strings=self.id_strings[doc_ids].tolist(),
                     input_ids=doc_ids,
@@ -269,8 +334,10 @@ class BulkTransformerForward:
                     token_type_ids=padded_types[block].reshape(shape) if padded_types is not None else None,
                 ),
                 model_output=output,
-                align=Ragged(align_rows[first:last].astype(np.int32), per_token[tokens].astype(np.int32)),
-            ))
+                align=Ragged(local_rows[first:last], per_token32[tokens]),
+            )
+            setattr(data, BATCH_ALIGNMENT_ATTR, (batch, slice(first, last), tokens))
+            doc_data.append(data)
         return doc_data
 
     def _run(self, pieces: _Pieces, layout: _Layout, content: np.ndarray) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:

@@ -100,3 +100,33 @@ def test_span_sums_from_the_bulk_pass_pool_like_the_hidden_states(trf_pipeline_d
     assert bulk.shape == hidden.shape == (len(list(doc.sents)), p.vector_width)
     assert bulk_valid.all() and hidden_valid.all()
     np.testing.assert_allclose(bulk, hidden, rtol=1e-5, atol=1e-6)
+
+
+def test_listeners_pool_a_bulk_batch_at_once_to_the_same_token_vectors(trf_pipeline_dir):
+    from operators.transformer import BulkListenerPooling
+
+    p = load_pipeline(trf_pipeline_dir, use_gpu=False, max_wordpieces=24, token_budget=64)
+    poolings = [node for _, proc in p.nlp.pipeline if hasattr(proc, "model")
+                for node in proc.model.walk() if node.name == "trfs2arrays"]
+    assert len(poolings) >= 2 and all(isinstance(node._func, BulkListenerPooling) for node in poolings)
+    texts = SAMPLE_TEXTS * 2 + EDGE_TEXTS
+    trf_datas = [doc._.trf_data for doc in p.nlp.pipe(texts, batch_size=len(texts))]
+    pooling = poolings[0]
+    original = pooling._func.original
+    fallbacks = []
+    pooling._func.original = lambda *args: fallbacks.append(1) or original(*args)
+
+    pooled = pooling.predict(trf_datas)
+    expected, _ = original(pooling, trf_datas, False)
+    assert not fallbacks  # the batch at once: one gather and one pooling call
+    assert [a.shape for a in pooled] == [b.shape for b in expected]
+    assert sum(a.shape[0] for a in pooled) > 100
+    for a, b in zip(pooled, expected):
+        np.testing.assert_array_equal(a, b)
+
+    # docs of two different batches: spacy-transformers' own path, same result
+    other = [doc._.trf_data for doc in p.nlp.pipe(texts[:2], batch_size=2)]
+    mixed = pooling.predict(trf_datas[:3] + other)
+    assert fallbacks == [1]
+    for a, b in zip(mixed, original(pooling, trf_datas[:3] + other, False)[0]):
+        np.testing.assert_array_equal(a, b)
