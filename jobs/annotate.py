@@ -18,6 +18,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -45,9 +46,15 @@ WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PA
 IO_CPUS = 0.5
 UNIT_RETRIES = 3  # a unit that kills its actor this often is reported as failed, not retried forever
 UNITS_IN_FLIGHT = 2  # units queued on one actor, the running one included
-# On an H100 with 16 cores, bert-base + tagger + ner in bf16: 8 pipelines 160,519 words/s after
-# load, 15 pipelines 156,562 with 58 instead of 41 GB of GPU memory (bench/results/h100-*)
+# Pipelines per GPU. Time-sliced (no MPS), on an H100 with 16 cores, bert-base + tagger + ner in
+# bf16: 8 pipelines 160,519 words/s after load, 15 pipelines 156,562 with 58 instead of 41 GB of
+# GPU memory (bench/results/h100-*). Under NVIDIA MPS the pipelines' kernels run side by side and
+# more pipelines pay: on an H200 with 16 cores, 14 pipelines 387,072 words/s, 8 239,222, in one
+# run (bench/results/h200-bert-base-noparser-mps/). A node says it runs MPS with the Ray resource
+# MPS_RESOURCE (ray_cluster.yaml and deploy/kuberay start the daemon and set it).
 MAX_ACTORS_PER_GPU = 8
+MAX_ACTORS_PER_GPU_MPS = 16
+MPS_RESOURCE = "mps"
 MAX_ERRORS_SHOWN = 5
 
 
@@ -129,10 +136,39 @@ def plan_placement(config: AnnotateConfig, resources: dict[str, float], n_units:
 
 
 def actors_per_gpu(nodes: list[dict[str, float]]) -> int:
-    """Pipelines to share one GPU: one per CPU of the GPU nodes, one CPU left to Ray and the writes,
-    at most MAX_ACTORS_PER_GPU (GPU memory: each holds its own model and CUDA context)."""
-    shares = [int((node.get("CPU", 1.0) - 1) // node["GPU"]) for node in nodes if node.get("GPU", 0) >= 1]
-    return max(1, min([MAX_ACTORS_PER_GPU, *shares]))
+    """Pipelines to share one GPU, the same on every GPU node: one per CPU of the node, one CPU left
+    to Ray and the writes, at most MAX_ACTORS_PER_GPU (each holds its own model and CUDA context);
+    on a node running MPS (resource MPS_RESOURCE), two CPUs left and at most MAX_ACTORS_PER_GPU_MPS."""
+    shares = [
+        min(MAX_ACTORS_PER_GPU_MPS, int((node.get("CPU", 1.0) - 2) // node["GPU"])) if node.get(MPS_RESOURCE, 0) > 0
+        else min(MAX_ACTORS_PER_GPU, int((node.get("CPU", 1.0) - 1) // node["GPU"]))
+        for node in nodes if node.get("GPU", 0) >= 1
+    ]
+    return max(1, min(shares or [MAX_ACTORS_PER_GPU]))
+
+
+def local_mps_running() -> bool:
+    """Whether an NVIDIA MPS control daemon serves this machine's CUDA clients (its pipe directory,
+    CUDA_MPS_PIPE_DIRECTORY or the default /tmp/nvidia-mps, holds its control socket)."""
+    return (Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps")) / "control").exists()
+
+
+def start_ray(address: str | None, console: Console, **kwargs: Any) -> None:
+    """ray.init: join `address` (or RAY_ADDRESS, or a Ray already started on this machine), else start
+    Ray here; a Ray started here on a machine running MPS advertises MPS_RESOURCE (actors_per_gpu)."""
+    if address is None and not os.environ.get("RAY_ADDRESS") and local_mps_running():
+        try:
+            ray.init(resources={MPS_RESOURCE: 1.0}, **kwargs)
+            return
+        except ValueError as exc:  # Ray refuses resources when it joins a Ray already running here
+            if "existing cluster" not in str(exc):
+                raise
+            console.print(
+                "[yellow]MPS runs here, but the Ray already running on this machine does not advertise it: "
+                f"pipelines per GPU are planned as without MPS. Start that Ray with --resources='{{\"{MPS_RESOURCE}\": 1}}' "
+                "or set --gpus-per-actor.[/]"
+            )
+    ray.init(address=address, **kwargs)
 
 
 def worker_env() -> dict[str, str]:
@@ -251,7 +287,7 @@ def _process(config: AnnotateConfig, store: OutputStore, todo: list[InputUnit], 
              console: Console, start: float) -> None:
     started_ray = not ray.is_initialized()
     if started_ray:
-        ray.init(address=config.address, include_dashboard=False, log_to_driver=True)
+        start_ray(config.address, console, include_dashboard=False, log_to_driver=True)
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.max_errored_blocks = -1  # a unit that keeps failing is reported, the others go on
@@ -357,7 +393,7 @@ def command(
     text_column: Annotated[str, typer.Option(help="Column holding the text")] = "text",
     id_column: Annotated[str, typer.Option(help="Column holding the document id (its type is kept)")] = "id",
     address: Annotated[str | None, typer.Option(help="Ray cluster to join (auto or ray://host:10001); default: start a local Ray")] = None,
-    actors: Annotated[int | None, typer.Option(help="Pipeline actors; default: several per GPU (one per CPU of a GPU node, one CPU left, at most 8), else one per CPU")] = None,
+    actors: Annotated[int | None, typer.Option(help="Pipeline actors; default: several per GPU (one per CPU of a GPU node, one CPU left, at most 8; under MPS two left, at most 16), else one per CPU")] = None,
     gpus_per_actor: Annotated[float | None, typer.Option(help="GPU share per actor (0 = CPU; 0.25 = four pipelines per GPU); default: planned from the GPU nodes' CPUs")] = None,
     batch_size: Annotated[int, typer.Option(help="Documents per nlp.pipe batch")] = 64,
     batch_chars: Annotated[int | None, typer.Option(help="Characters per nlp.pipe batch at most (a longer text is cut to fit), bounding an actor's memory; default 50000 on CPU, 200000 on GPU")] = None,

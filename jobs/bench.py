@@ -303,7 +303,7 @@ def bench_corpus_nlp(model: str, texts: list[str], workdir: Path, gpu: bool, bat
     """`jobs.annotate.run` on `texts` written as Parquet; `options` are AnnotateConfig fields (None = its default)."""
     import ray
 
-    from jobs.annotate import run
+    from jobs.annotate import run, start_ray
 
     corpus = workdir / "corpus.parquet"
     rows = min(64, options.get("unit_rows") or 64)  # units are whole row groups
@@ -311,7 +311,7 @@ def bench_corpus_nlp(model: str, texts: list[str], workdir: Path, gpu: bool, bat
     if ray.is_initialized():  # Ray's start is part of what is measured: start from none
         ray.shutdown()
     start = time.perf_counter()
-    ray.init(include_dashboard=False, log_to_driver=False)
+    start_ray(None, Console(stderr=True), include_dashboard=False, log_to_driver=False)
     ray_start = time.perf_counter() - start
     try:
         # on a GPU with no --gpus-per-actor: as `annotate` plans it (several pipelines per GPU)

@@ -85,6 +85,48 @@ def test_placement():
     assert (shared.actors, shared.gpus_per_actor) == (4, 0.5)
 
 
+def test_placement_under_mps():
+    from jobs.annotate import MPS_RESOURCE
+
+    node = {"CPU": 16.0, "GPU": 1.0, MPS_RESOURCE: 1.0}
+    h200 = plan_placement(AnnotateConfig(input="i", output="o"), node, nodes=[node])
+    assert (h200.actors, h200.gpus_per_actor) == (14, 0.0714)  # one per CPU, two left, as measured
+    big = {"CPU": 96.0, "GPU": 4.0, MPS_RESOURCE: 1.0}
+    assert plan_placement(AnnotateConfig(input="i", output="o"), big, nodes=[big]).actors == 4 * 16  # at most 16 per GPU
+    # the same count on every GPU node: a node without MPS sets it
+    mixed = [node, {"CPU": 16.0, "GPU": 1.0}]
+    assert plan_placement(AnnotateConfig(input="i", output="o"), {"CPU": 32.0, "GPU": 2.0}, nodes=mixed).actors == 2 * 8
+
+
+def test_a_ray_started_here_advertises_mps_when_its_daemon_runs(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    import jobs.annotate as annotate
+
+    calls = []
+    monkeypatch.setattr(annotate.ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
+    annotate.start_ray(None, Console(), include_dashboard=False)
+    assert calls == [{"address": None, "include_dashboard": False}]  # no daemon: nothing advertised
+    (tmp_path / "control").touch()  # the control daemon's socket
+    annotate.start_ray(None, Console(), include_dashboard=False)
+    assert calls[-1] == {"resources": {annotate.MPS_RESOURCE: 1.0}, "include_dashboard": False}
+    annotate.start_ray("ray://head:10001", Console(), include_dashboard=False)  # joining a cluster: its nodes say
+    assert calls[-1] == {"address": "ray://head:10001", "include_dashboard": False}
+
+    def existing(**kwargs):  # a Ray already started on this machine: Ray refuses resources
+        if "resources" in kwargs:
+            raise ValueError("When connecting to an existing cluster, resources must not be provided.")
+        calls.append(kwargs)
+
+    monkeypatch.setattr(annotate.ray, "init", existing)
+    console = Console(record=True, width=300)
+    annotate.start_ray(None, console)
+    assert calls[-1] == {"address": None}
+    assert "does not advertise it" in console.export_text()
+
+
 def test_actors_the_cluster_cannot_place_fail_the_run_with_a_message(tmp_path, ray_local, tok2vec_pipeline_dir):
     from operators.errors import CorpusNLPError
 
