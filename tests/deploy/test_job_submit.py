@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import polars as pl
@@ -51,7 +52,14 @@ def head():
 
 def submit(address, env, *args, timeout=600):
     command = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT), "--", "python", "-m", *args]
-    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    deadline = time.monotonic() + 120
+    while True:
+        result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        # Ray refuses submissions with this until the head's job agent has registered, which on a
+        # busy machine can come after `ray start` returns (seen once, with a second Ray running)
+        if "No available agent to submit job" not in result.stdout + result.stderr or time.monotonic() > deadline:
+            return result
+        time.sleep(2)
 
 
 def test_annotate_and_nightly_jobs_through_ray_job_submit(tmp_path, head, tok2vec_pipeline_dir):
