@@ -75,6 +75,7 @@ class RunReport:
     # from the first unit taken up by an actor to the last one finished (actors' wall clocks): the
     # run without Ray's start, planning and pipeline loading
     processing_seconds: float = 0.0
+    processing_started: float = 0.0  # when the first unit was taken up (epoch seconds, the actor's clock)
     actors: int = 0
     gpus_per_actor: float = 0.0
     units: dict[str, int] = field(default_factory=dict)  # planned, skipped, processed, failed, removed
@@ -330,6 +331,7 @@ def _process(config: AnnotateConfig, store: OutputStore, todo: list[InputUnit], 
                     f"{report.words / elapsed:,.0f} words/s, {report.errors} document errors"
                 )
         report.processing_seconds = max(0.0, window[1] - window[0])
+        report.processing_started = window[0] if report.processing_seconds else 0.0
         for unit in pending.values():  # Ray gave up on these after UNIT_RETRIES
             report.units["failed"] += 1
             report.failed_units.append({"path": unit.path, "key": unit.key, "error": "the unit's task failed on every retry"})

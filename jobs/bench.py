@@ -172,6 +172,7 @@ class PeakRSS:
         self.gpus = _nvml_devices()
         self.gpu_peak: int | None = 0 if self.gpus else None  # bytes used on the GPUs, all processes
         self.samples: list[tuple[float, int]] = []  # (seconds since start, total bytes)
+        self.clock: list[float] = []  # each sample's epoch seconds, to place it in a run's processing
         self._start = time.perf_counter()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -209,6 +210,7 @@ class PeakRSS:
             used = sum(pynvml.nvmlDeviceGetMemoryInfo(handle).used for handle in self.gpus)
             self.gpu_peak = max(self.gpu_peak or 0, used)
         self.samples.append((time.perf_counter() - self._start, total))
+        self.clock.append(time.time())
         return total
 
     def halves(self) -> dict[str, int]:
@@ -224,6 +226,26 @@ class PeakRSS:
         which every actor is in a big batch at once) reads higher even when nothing grows."""
         totals = sorted(rss for _, rss in self.samples)
         return {f"p{q}": totals[min(len(totals) - 1, len(totals) * q // 100)] for q in (50, 95)}
+
+    def processing_levels(self, started: float, seconds: float) -> dict[str, int]:
+        """The 50th and 95th percentile of the samples taken while units were processed (no Ray
+        start, no loading, no shutdown: their share of a run shrinks as the corpus grows and would
+        lift a long run's percentiles), and the 50th of each quarter of that time: memory that grows
+        with the corpus rises from quarter to quarter, bounded memory does not."""
+        inside = [(t, rss) for t, (_, rss) in zip(self.clock, self.samples) if started <= t <= started + seconds]
+        if not inside:
+            return {}
+
+        def p(values: list[int], q: int) -> int:
+            values = sorted(values)
+            return values[min(len(values) - 1, len(values) * q // 100)]
+
+        levels = {"p50": p([rss for _, rss in inside], 50), "p95": p([rss for _, rss in inside], 95)}
+        for quarter in range(4):
+            part = [rss for t, rss in inside if min(3, int(4 * (t - started) / seconds)) == quarter]
+            if part:
+                levels[f"p50 quarter {quarter + 1}"] = p(part, 50)
+        return levels
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -327,6 +349,7 @@ def bench_corpus_nlp(model: str, texts: list[str], workdir: Path, gpu: bool, bat
             "words_per_s": round(report.words / seconds, 1),
             # without Ray's start and pipeline loading: from the first unit taken up to the last one done
             "processing_seconds": round(report.processing_seconds, 2),
+            "processing_started": report.processing_started,
             "processing_words_per_s": round(report.processing_words_per_second, 1),
             "actors": report.actors, "gpus_per_actor": report.gpus_per_actor, "errors": report.errors}
 
@@ -458,6 +481,11 @@ def command(
         rss_by_kind = {kind: round(v / 2**20) for kind, v in sorted(peak.by_kind.items())}
         rss_halves = {half: round(v / 2**20) for half, v in peak.halves().items()}
         rss_levels = {q: round(v / 2**20) for q, v in peak.percentiles().items()}
+        last = runs[e2e_names[-1]]
+        rss_processing = {q: round(v / 2**20) for q, v in
+                          peak.processing_levels(last.pop("processing_started"), last["processing_seconds"]).items()}
+        for run_name in e2e_names[:-1]:
+            runs[run_name].pop("processing_started")
         runs["transformer bf16"] = bench_transformer_limit(name, texts, gpu) if baselines else None
     gpu_peak = None
     if gpu:
@@ -484,6 +512,7 @@ def command(
         "corpus_nlp_peak_rss_mib_by_process": rss_by_kind,
         "corpus_nlp_peak_rss_mib_by_half": rss_halves,
         "corpus_nlp_rss_mib_percentiles": rss_levels,
+        "corpus_nlp_rss_mib_while_processing": rss_processing,
         "peak_gpu_mib": round(gpu_peak / 2**20) if gpu_peak else None,
     }
     table = Table(title=f"{results['model']} on {results['machine']}, {results['words']:,} words")
@@ -504,6 +533,7 @@ def command(
                   + ", ".join(f"{kind} {mib:,}" for kind, mib in rss_by_kind.items()))
     console.print("corpus-nlp peak RSS by half of the run, MiB: " + ", ".join(f"{h} {mib:,}" for h, mib in rss_halves.items()))
     console.print("corpus-nlp RSS sampled every 0.2 s, MiB: " + ", ".join(f"{q} {mib:,}" for q, mib in rss_levels.items()))
+    console.print("corpus-nlp RSS while units were processed, MiB: " + ", ".join(f"{q} {mib:,}" for q, mib in rss_processing.items()))
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "bench.json").write_text(json.dumps(results, indent=2) + "\n")

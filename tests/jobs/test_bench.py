@@ -40,6 +40,25 @@ def test_bench_corpus_nlp_alone_with_options(tmp_path):
     assert set(halves) == {"first half", "second half"} and max(halves.values()) == data["peak_rss_mib"]["corpus-nlp"]
     levels = data["corpus_nlp_rss_mib_percentiles"]
     assert 100 < levels["p50"] <= levels["p95"] <= data["peak_rss_mib"]["corpus-nlp"]
+    processing = data["corpus_nlp_rss_mib_while_processing"]  # empty if processing took under one 0.2-s sample
+    assert not processing or 100 < processing["p50"] <= processing["p95"] <= data["peak_rss_mib"]["corpus-nlp"]
+    assert "processing_started" not in data["runs"]["corpus-nlp"]
+
+
+def test_memory_levels_while_processing_leave_out_the_start_and_show_a_trend():
+    from jobs.bench import PeakRSS
+
+    peak = PeakRSS()
+    # 10 s of start at 100 bytes, 8 s of processing rising 1,000 -> 1,700 by second, 2 s of shutdown
+    for second in range(20):
+        rss = 100 if second < 10 or second >= 18 else 1000 + 100 * (second - 10)
+        peak.samples.append((second, rss))
+        peak.clock.append(1000.0 + second)
+    levels = peak.processing_levels(started=1010.0, seconds=7.0)
+    assert levels == {"p50": 1400, "p95": 1700, "p50 quarter 1": 1100, "p50 quarter 2": 1300,
+                      "p50 quarter 3": 1500, "p50 quarter 4": 1700}
+    assert peak.percentiles()["p50"] == 100  # over every sample: the start and shutdown pull it down
+    assert peak.processing_levels(started=2000.0, seconds=5.0) == {}
 
 
 def test_bench_sweeps_precisions_with_a_baseline_on_the_first_words(tmp_path):
