@@ -224,8 +224,8 @@ class PeakRSS:
         """The total that the samples stay at or under 50 % and 95 % of the time: the level memory
         holds. The peak is a maximum over samples, so a longer run (more samples, more moments at
         which every actor is in a big batch at once) reads higher even when nothing grows."""
-        totals = sorted(rss for _, rss in self.samples)
-        return {f"p{q}": totals[min(len(totals) - 1, len(totals) * q // 100)] for q in (50, 95)}
+        totals = [rss for _, rss in self.samples]
+        return {f"p{q}": _percentile(totals, q) for q in (50, 95)}
 
     def processing_levels(self, started: float, seconds: float) -> dict[str, int]:
         """The 50th and 95th percentile of the samples taken while units were processed (no Ray
@@ -235,16 +235,11 @@ class PeakRSS:
         inside = [(t, rss) for t, (_, rss) in zip(self.clock, self.samples) if started <= t <= started + seconds]
         if not inside:
             return {}
-
-        def p(values: list[int], q: int) -> int:
-            values = sorted(values)
-            return values[min(len(values) - 1, len(values) * q // 100)]
-
-        levels = {"p50": p([rss for _, rss in inside], 50), "p95": p([rss for _, rss in inside], 95)}
+        levels = {f"p{q}": _percentile([rss for _, rss in inside], q) for q in (50, 95)}
         for quarter in range(4):
             part = [rss for t, rss in inside if min(3, int(4 * (t - started) / seconds)) == quarter]
             if part:
-                levels[f"p50 quarter {quarter + 1}"] = p(part, 50)
+                levels[f"p50 quarter {quarter + 1}"] = _percentile(part, 50)
         return levels
 
     def _run(self) -> None:
@@ -261,6 +256,12 @@ class PeakRSS:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self._sample())
+
+
+def _percentile(values: list[int], q: int) -> int:
+    """The value that q % of `values` are at or under (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, len(ordered) * q // 100)]
 
 
 def _nvml_devices() -> list:
@@ -475,17 +476,14 @@ def command(
                     batch_chars=batch_chars,
                 )
             runs[run_name]["precision"] = p
+            rss_processing = {q: round(v / 2**20) for q, v in peak.processing_levels(
+                runs[run_name].pop("processing_started"), runs[run_name]["processing_seconds"]).items()}
             runs[run_name]["peak_gpu_mib"] = round(peak.gpu_peak / 2**20) if peak.gpu_peak else None
             rss[run_name] = peak.peak
         # memory by process and by half: of the last corpus-nlp run
         rss_by_kind = {kind: round(v / 2**20) for kind, v in sorted(peak.by_kind.items())}
         rss_halves = {half: round(v / 2**20) for half, v in peak.halves().items()}
         rss_levels = {q: round(v / 2**20) for q, v in peak.percentiles().items()}
-        last = runs[e2e_names[-1]]
-        rss_processing = {q: round(v / 2**20) for q, v in
-                          peak.processing_levels(last.pop("processing_started"), last["processing_seconds"]).items()}
-        for run_name in e2e_names[:-1]:
-            runs[run_name].pop("processing_started")
         runs["transformer bf16"] = bench_transformer_limit(name, texts, gpu) if baselines else None
     gpu_peak = None
     if gpu:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from spacy.tokens import Doc
@@ -40,8 +40,7 @@ from .doc_arrays import doc_text, token_offsets
 # doc.user_data: {pooling mode: (sum of each span's wordpiece vectors (n_spans, width), wordpieces summed
 # (n_spans,))}, "mean" over every wordpiece of the span's window, "mean_content" without special tokens
 SPAN_SUMS_KEY = "corpus_nlp.span_sums"
-# on each TransformerData of a bulk pass: (its batch's BatchAlignment, its slice of the batch's
-# alignment rows, its slice of the batch's tokens), for BulkListenerPooling
+# on each TransformerData of a bulk pass: its DocAlignment, for BulkListenerPooling
 BATCH_ALIGNMENT_ATTR = "corpus_nlp_batch_alignment"
 
 
@@ -139,6 +138,14 @@ class BatchAlignment:
     lengths: Any  # (n_tokens,) int32: rows per token
 
 
+class DocAlignment(NamedTuple):
+    """Where one doc's alignment lies in its batch's."""
+
+    batch: BatchAlignment
+    rows: slice  # of batch.rows
+    tokens: slice  # of batch.lengths
+
+
 class BulkListenerPooling:
     """Drop-in forward of spacy-transformers' `trfs2arrays` (a listener's pooling of wordpiece rows
     into token vectors), for prediction over docs of one bulk pass.
@@ -154,10 +161,10 @@ class BulkListenerPooling:
         self.original = original
 
     def __call__(self, model: Any, trf_datas: list[Any], is_train: bool) -> tuple[Any, Any]:
-        refs = [getattr(t, BATCH_ALIGNMENT_ATTR, None) for t in trf_datas]
-        batch = next((r[0] for r in refs if r is not None), None)
+        refs: list[DocAlignment | None] = [getattr(t, BATCH_ALIGNMENT_ATTR, None) for t in trf_datas]
+        batch = next((r.batch for r in refs if r is not None), None)
         # other docs are allowed only as spacy-transformers' empty ones (no output: zero rows)
-        if (is_train or batch is None or any(r is not None and r[0] is not batch for r in refs)
+        if (is_train or batch is None or any(r is not None and r.batch is not batch for r in refs)
                 or any(r is None and "last_hidden_state" in t.model_output for r, t in zip(refs, trf_datas))):
             return self.original(model, trf_datas, is_train)
         from thinc.types import Ragged
@@ -165,22 +172,22 @@ class BulkListenerPooling:
         ops, pooling = model.ops, model.layers[0]
         # a doc whose tokens align to no wordpiece (whitespace only): as spacy-transformers'
         # `_apply_empty_alignment`, one zero row per token
-        aligned = [r for r in refs if r is not None and r[1].stop > r[1].start]
+        aligned = [r for r in refs if r is not None and r.rows.stop > r.rows.start]
         outputs = iter([])
         if aligned:
-            rows = ops.xp.concatenate([batch.rows[r[1]] for r in aligned])
-            lengths = ops.xp.concatenate([batch.lengths[r[2]] for r in aligned])
+            rows = ops.xp.concatenate([batch.rows[r.rows] for r in aligned])
+            lengths = ops.xp.concatenate([batch.lengths[r.tokens] for r in aligned])
             pooled = pooling.predict(Ragged(batch.hidden[rows], lengths))
-            outputs = iter(ops.xp.split(pooled, np.cumsum([r[2].stop - r[2].start for r in aligned])[:-1].tolist()))
+            outputs = iter(ops.xp.split(pooled, np.cumsum([r.tokens.stop - r.tokens.start for r in aligned])[:-1].tolist()))
         width = batch.hidden.shape[1]
         result = []
         for r in refs:
             if r is None:  # as trfs2arrays: a doc without transformer output gets a (0, 0) array
                 result.append(ops.alloc2f(0, 0))
-            elif r[1].stop > r[1].start:
+            elif r.rows.stop > r.rows.start:
                 result.append(next(outputs))
             else:
-                n = r[2].stop - r[2].start
+                n = r.tokens.stop - r.tokens.start
                 result.append(pooling.predict(Ragged(ops.alloc2f(n, width), ops.alloc1i(n) + 1)))
         return result, _no_backprop
 
@@ -336,7 +343,7 @@ class BulkTransformerForward:
                 model_output=output,
                 align=Ragged(local_rows[first:last], per_token32[tokens]),
             )
-            setattr(data, BATCH_ALIGNMENT_ATTR, (batch, slice(first, last), tokens))
+            setattr(data, BATCH_ALIGNMENT_ATTR, DocAlignment(batch, slice(first, last), tokens))
             doc_data.append(data)
         return doc_data
 
