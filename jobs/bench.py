@@ -173,6 +173,7 @@ class PeakRSS:
         self.gpu_peak: int | None = 0 if self.gpus else None  # bytes used on the GPUs, all processes
         self.samples: list[tuple[float, int]] = []  # (seconds since start, total bytes)
         self.clock: list[float] = []  # each sample's epoch seconds, to place it in a run's processing
+        self.kind_samples: list[dict[str, int]] = []  # each sample's bytes per kind of process
         self._start = time.perf_counter()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -211,6 +212,7 @@ class PeakRSS:
             self.gpu_peak = max(self.gpu_peak or 0, used)
         self.samples.append((time.perf_counter() - self._start, total))
         self.clock.append(time.time())
+        self.kind_samples.append(kinds)
         return total
 
     def halves(self) -> dict[str, int]:
@@ -236,11 +238,15 @@ class PeakRSS:
         if not inside:
             return {}
         levels = {f"p{q}": _percentile([rss for _, rss in inside], q) for q in (50, 95)}
-        for quarter in range(4):
-            part = [rss for t, rss in inside if min(3, int(4 * (t - started) / seconds)) == quarter]
-            if part:
-                levels[f"p50 quarter {quarter + 1}"] = _percentile(part, 50)
-        return levels
+        return levels | _quarter_medians(inside, started, seconds)
+
+    def kind_levels(self, started: float, seconds: float) -> dict[str, dict[str, int]]:
+        """The 50th percentile of each kind of process in each quarter of the processing: which
+        process a rise from quarter to quarter (or between corpus sizes) comes from."""
+        kinds = sorted({kind for sample in self.kind_samples for kind in sample})
+        return {kind: _quarter_medians([(t, sample[kind]) for t, sample in zip(self.clock, self.kind_samples)
+                                        if kind in sample and started <= t <= started + seconds], started, seconds)
+                for kind in kinds}
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -256,6 +262,16 @@ class PeakRSS:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self._sample())
+
+
+def _quarter_medians(samples: list[tuple[float, int]], started: float, seconds: float) -> dict[str, int]:
+    """{"p50 quarter N": median} of (epoch seconds, bytes) samples, by quarter of [started, started + seconds]."""
+    levels = {}
+    for quarter in range(4):
+        part = [rss for t, rss in samples if min(3, int(4 * (t - started) / seconds)) == quarter]
+        if part:
+            levels[f"p50 quarter {quarter + 1}"] = _percentile(part, 50)
+    return levels
 
 
 def _percentile(values: list[int], q: int) -> int:
@@ -476,8 +492,10 @@ def command(
                     batch_chars=batch_chars,
                 )
             runs[run_name]["precision"] = p
-            rss_processing = {q: round(v / 2**20) for q, v in peak.processing_levels(
-                runs[run_name].pop("processing_started"), runs[run_name]["processing_seconds"]).items()}
+            processing = runs[run_name].pop("processing_started"), runs[run_name]["processing_seconds"]
+            rss_processing = {q: round(v / 2**20) for q, v in peak.processing_levels(*processing).items()}
+            rss_kind_processing = {kind: {q: round(v / 2**20) for q, v in levels.items()}
+                                   for kind, levels in peak.kind_levels(*processing).items()}
             runs[run_name]["peak_gpu_mib"] = round(peak.gpu_peak / 2**20) if peak.gpu_peak else None
             rss[run_name] = peak.peak
         # memory by process and by half: of the last corpus-nlp run
@@ -511,6 +529,7 @@ def command(
         "corpus_nlp_peak_rss_mib_by_half": rss_halves,
         "corpus_nlp_rss_mib_percentiles": rss_levels,
         "corpus_nlp_rss_mib_while_processing": rss_processing,
+        "corpus_nlp_rss_mib_while_processing_by_process": rss_kind_processing,
         "peak_gpu_mib": round(gpu_peak / 2**20) if gpu_peak else None,
     }
     table = Table(title=f"{results['model']} on {results['machine']}, {results['words']:,} words")
@@ -532,6 +551,8 @@ def command(
     console.print("corpus-nlp peak RSS by half of the run, MiB: " + ", ".join(f"{h} {mib:,}" for h, mib in rss_halves.items()))
     console.print("corpus-nlp RSS sampled every 0.2 s, MiB: " + ", ".join(f"{q} {mib:,}" for q, mib in rss_levels.items()))
     console.print("corpus-nlp RSS while units were processed, MiB: " + ", ".join(f"{q} {mib:,}" for q, mib in rss_processing.items()))
+    console.print("corpus-nlp RSS while units were processed by process, p50 of each quarter, MiB: " + "; ".join(
+        f"{kind} " + " / ".join(f"{mib:,}" for mib in levels.values()) for kind, levels in rss_kind_processing.items()))
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "bench.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -42,6 +42,8 @@ def test_bench_corpus_nlp_alone_with_options(tmp_path):
     assert 100 < levels["p50"] <= levels["p95"] <= data["peak_rss_mib"]["corpus-nlp"]
     processing = data["corpus_nlp_rss_mib_while_processing"]  # empty if processing took under one 0.2-s sample
     assert not processing or 100 < processing["p50"] <= processing["p95"] <= data["peak_rss_mib"]["corpus-nlp"]
+    levels_by_process = data["corpus_nlp_rss_mib_while_processing_by_process"]
+    assert not processing or 0 < min(levels_by_process["driver"].values()) < processing["p50"]
     assert "processing_started" not in data["runs"]["corpus-nlp"]
 
 
@@ -50,13 +52,19 @@ def test_memory_levels_while_processing_leave_out_the_start_and_show_a_trend():
 
     peak = PeakRSS()
     # 10 s of start at 100 bytes, 8 s of processing rising 1,000 -> 1,700 by second, 2 s of shutdown
+    # the rise is the actors'; the driver stays at 300
     for second in range(20):
         rss = 100 if second < 10 or second >= 18 else 1000 + 100 * (second - 10)
         peak.samples.append((second, rss))
         peak.clock.append(1000.0 + second)
+        peak.kind_samples.append({"driver": min(rss, 300), "pipeline actors": rss - min(rss, 300)})
     levels = peak.processing_levels(started=1010.0, seconds=7.0)
     assert levels == {"p50": 1400, "p95": 1700, "p50 quarter 1": 1100, "p50 quarter 2": 1300,
                       "p50 quarter 3": 1500, "p50 quarter 4": 1700}
+    assert peak.kind_levels(started=1010.0, seconds=7.0) == {
+        "driver": {"p50 quarter 1": 300, "p50 quarter 2": 300, "p50 quarter 3": 300, "p50 quarter 4": 300},
+        "pipeline actors": {"p50 quarter 1": 800, "p50 quarter 2": 1000, "p50 quarter 3": 1200, "p50 quarter 4": 1400},
+    }
     assert peak.percentiles()["p50"] == 100  # over every sample: the start and shutdown pull it down
     assert peak.processing_levels(started=2000.0, seconds=5.0) == {}
 
