@@ -8,6 +8,9 @@ its peak so far (MiB, from /proc), and the strings in the pipeline's vocab. Flat
 resident size that stops rising once the first batches have passed; growth shows as a trend.
 With --per-batch the peak is reset before every batch (/proc/self/clear_refs) and each batch's own
 peak is printed with its characters and longest text: what a batch's size costs.
+With --random-words the texts are made-up lowercase words instead of EWT (about 300 words per text,
+none seen before): an open vocabulary, where the vocab grows until `--keep-strings` and the memory
+zones then keep it there.
 Linux only (reads /proc/self/status). Used for bench/PERFLOG.md.
 """
 
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
+import string
 import sys
 import time
 from pathlib import Path
@@ -36,6 +41,17 @@ def memory_mib() -> tuple[int, int]:
     return int(fields["VmRSS"].split()[0]) // 1024, int(fields["VmHWM"].split()[0]) // 1024
 
 
+def random_texts(words: int, per_text: int = 300) -> list[str]:
+    """Texts of made-up lowercase words (4-11 letters, a sentence every 15 words), fixed seed."""
+    rng = random.Random(0)
+    texts = []
+    for _ in range(0, words, per_text):
+        sentences = (" ".join("".join(rng.choices(string.ascii_lowercase, k=rng.randint(4, 11))) for _ in range(15))
+                     for _ in range(per_text // 15))
+        texts.append(" ".join(sentence.capitalize() + "." for sentence in sentences))
+    return texts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="corpus_nlp_minilm")
@@ -46,6 +62,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--docs", default=DEFAULT_DOCS)
     parser.add_argument("--per-batch", action="store_true", help="each batch's own peak (resets the peak before it)")
+    parser.add_argument("--random-words", action="store_true", help="texts of made-up words (an open vocabulary) instead of EWT")
+    parser.add_argument("--keep-strings", type=int, default=None, help="as `annotate --keep-strings` (default: its default)")
     args = parser.parse_args()
 
     if args.threads:
@@ -55,9 +73,10 @@ def main() -> None:
     from operators.annotate import Annotator
     from operators.config import AnnotateConfig
 
+    keep = {} if args.keep_strings is None else {"keep_strings": args.keep_strings}
     annotator = Annotator(AnnotateConfig(input="-", output="-", model=args.model, batch_size=args.batch_size,
-                                         batch_chars=args.batch_chars))
-    texts = load_texts(args.docs, args.words)
+                                         batch_chars=args.batch_chars, **keep))
+    texts = random_texts(args.words) if args.random_words else load_texts(args.docs, args.words)
     words, start = 0, time.perf_counter()
     for k, i in enumerate(range(0, len(texts), args.batch_size)):
         chunk = texts[i : i + args.batch_size]
