@@ -168,7 +168,6 @@ class PeakRSS:
 
     def __init__(self, interval: float = 0.2):
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
-        self.by_kind: dict[str, int] = {}
         self.gpus = _nvml_devices()
         self.gpu_peak: int | None = 0 if self.gpus else None  # bytes used on the GPUs, all processes
         self.samples: list[tuple[float, int]] = []  # (seconds since start, total bytes)
@@ -203,8 +202,6 @@ class PeakRSS:
                 continue
             total += rss
             kinds[kind] = kinds.get(kind, 0) + rss
-        for kind, rss in kinds.items():
-            self.by_kind[kind] = max(self.by_kind.get(kind, 0), rss)
         if self.gpus:
             import pynvml
 
@@ -214,6 +211,15 @@ class PeakRSS:
         self.clock.append(time.time())
         self.kind_samples.append(kinds)
         return total
+
+    @property
+    def by_kind(self) -> dict[str, int]:
+        """Each kind of process's own peak (bytes)."""
+        peaks: dict[str, int] = {}
+        for sample in self.kind_samples:
+            for kind, rss in sample.items():
+                peaks[kind] = max(peaks.get(kind, 0), rss)
+        return peaks
 
     def halves(self) -> dict[str, int]:
         """Peak total in the first and in the second half of the run's time: memory that grows
