@@ -240,7 +240,7 @@ class PeakRSS:
         start, no loading, no shutdown: their share of a run shrinks as the corpus grows and would
         lift a long run's percentiles), and the 50th of each quarter of that time: memory that grows
         with the corpus rises from quarter to quarter, bounded memory does not."""
-        inside = [(t, rss) for t, (_, rss) in zip(self.clock, self.samples) if started <= t <= started + seconds]
+        inside = [(t, total) for t, total, _ in self._while(started, seconds)]
         if not inside:
             return {}
         levels = {f"p{q}": _percentile([rss for _, rss in inside], q) for q in (50, 95)}
@@ -249,10 +249,15 @@ class PeakRSS:
     def kind_levels(self, started: float, seconds: float) -> dict[str, dict[str, int]]:
         """The 50th percentile of each kind of process in each quarter of the processing: which
         process a rise from quarter to quarter (or between corpus sizes) comes from."""
+        inside = self._while(started, seconds)
         kinds = sorted({kind for sample in self.kind_samples for kind in sample})
-        return {kind: _quarter_medians([(t, sample[kind]) for t, sample in zip(self.clock, self.kind_samples)
-                                        if kind in sample and started <= t <= started + seconds], started, seconds)
+        return {kind: _quarter_medians([(t, sample[kind]) for t, _, sample in inside if kind in sample], started, seconds)
                 for kind in kinds}
+
+    def _while(self, started: float, seconds: float) -> list[tuple[float, int, dict[str, int]]]:
+        """(epoch seconds, total bytes, bytes per kind) of the samples taken in [started, started + seconds]."""
+        return [(t, total, kinds) for t, (_, total), kinds in zip(self.clock, self.samples, self.kind_samples)
+                if started <= t <= started + seconds]
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
