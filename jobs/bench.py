@@ -27,6 +27,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from operators.annotate import release_free_memory
 from operators.config import DEFAULT_MODEL, AnnotateConfig
 from operators.default_model import minilm_dir
 
@@ -349,15 +350,19 @@ def bench_nlp_pipe_processes(model: str, texts: list[str], batch_size: int, n_pr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def bench_corpus_nlp(model: str, texts: list[str], workdir: Path, gpu: bool, batch_size: int, **options: Any) -> dict:
-    """`jobs.annotate.run` on `texts` written as Parquet; `options` are AnnotateConfig fields (None = its default)."""
+def write_corpus(texts: list[str], path: Path, unit_rows: int | None) -> Path:
+    """The corpus as `annotate` reads it: Parquet with id and text, row groups no longer than a unit."""
+    rows = min(64, unit_rows or 64)  # units are whole row groups
+    pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), path, row_group_size=rows)
+    return path
+
+
+def bench_corpus_nlp(model: str, corpus: Path, workdir: Path, gpu: bool, batch_size: int, **options: Any) -> dict:
+    """`jobs.annotate.run` on the Parquet `corpus`; `options` are AnnotateConfig fields (None = its default)."""
     import ray
 
     from jobs.annotate import run, start_ray
 
-    corpus = workdir / "corpus.parquet"
-    rows = min(64, options.get("unit_rows") or 64)  # units are whole row groups
-    pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), corpus, row_group_size=rows)
     if ray.is_initialized():  # Ray's start is part of what is measured: start from none
         ray.shutdown()
     start = time.perf_counter()
@@ -490,6 +495,11 @@ def command(
             with PeakRSS() as peak:
                 runs["nlp.pipe n_process=2"] = bench_nlp_pipe_processes(name, baseline_texts, max(sizes), 2, workdir)
             rss["nlp.pipe n_process=2"] = peak.peak
+        # annotate's driver never holds the corpus's text: neither does this one while corpus-nlp runs
+        # (its copy would count in the run's memory, and grow with the corpus)
+        corpus = write_corpus(texts, workdir / "corpus.parquet", unit_rows)
+        del texts, baseline_texts
+        release_free_memory()
         configs = [(p, None if g in (None, "auto") else float(g)) for p in precision.split(",")
                    for g in (gpus_per_actor.split(",") if gpus_per_actor else [None])]
         e2e_names = []
@@ -498,7 +508,7 @@ def command(
             e2e_names.append(run_name)
             with PeakRSS() as peak:
                 runs[run_name] = bench_corpus_nlp(
-                    name, texts, workdir, gpu, max(sizes) if gpu else 64,
+                    name, corpus, workdir, gpu, max(sizes) if gpu else 64,
                     unit_rows=unit_rows, actors=actors, gpus_per_actor=g, precision=p, token_budget=token_budget,
                     batch_chars=batch_chars,
                 )
@@ -513,6 +523,7 @@ def command(
         rss_by_kind = {kind: round(v / 2**20) for kind, v in sorted(peak.by_kind.items())}
         rss_halves = {half: round(v / 2**20) for half, v in peak.halves().items()}
         rss_levels = {q: round(v / 2**20) for q, v in peak.percentiles().items()}
+        texts = pq.read_table(corpus, columns=["text"]).column("text").to_pylist() if baselines else []
         runs["transformer bf16"] = bench_transformer_limit(name, texts, gpu) if baselines else None
     gpu_peak = None
     if gpu:
