@@ -85,6 +85,20 @@ def test_placement():
     assert (shared.actors, shared.gpus_per_actor) == (4, 0.5)
 
 
+def test_the_pipeline_actors_leave_no_task_records_in_ray(tmp_path, ray_local):
+    """One unit is one actor task: with Ray's task events on, the GCS would keep a record of each."""
+    from jobs.annotate import Placement, build_dataset
+    from operators.units import plan_units
+
+    write_corpus(tmp_path / "a.parquet", SAMPLE_TEXTS)
+    plan = plan_units([str(tmp_path / "a.parquet")], "text", "id", "fp", 2)
+    config = AnnotateConfig(input=str(tmp_path), output=str(tmp_path / "out"))
+    ds = build_dataset(config, plan.units, Placement(actors=1, gpus_per_actor=0.0, cpus_per_actor=1.0))
+    remote_args = ds._logical_plan.dag.ray_remote_args  # what Ray Data creates the actors with
+    assert remote_args["enable_task_events"] is False
+    assert remote_args["max_task_retries"] == 3 and remote_args["runtime_env"]["env_vars"]["HF_HUB_OFFLINE"] == "1"
+
+
 def test_placement_under_mps():
     from jobs.annotate import MPS_RESOURCE
 
