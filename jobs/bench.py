@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
+from array import array
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -163,6 +164,9 @@ def load_texts(source: str, words: int) -> list[str]:
     return texts
 
 
+ABSENT = -1  # PeakRSS: no process of that kind at that sample
+
+
 class PeakRSS:
     """Peak resident memory of this process and all its descendants (Ray's processes included),
     in total and per kind of process (`by_kind`: each kind's own peak, to see what grows)."""
@@ -171,9 +175,12 @@ class PeakRSS:
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
         self.gpus = _nvml_devices()
         self.gpu_peak: int | None = 0 if self.gpus else None  # bytes used on the GPUs, all processes
-        self.samples: list[tuple[float, int]] = []  # (seconds since start, total bytes)
-        self.clock: list[float] = []  # each sample's epoch seconds, to place it in a run's processing
-        self.kind_samples: list[dict[str, int]] = []  # each sample's bytes per kind of process
+        # Kept in arrays, 8 bytes a number: this process is the run's driver, and a list of tuples and
+        # dicts (640 bytes a sample, 5 samples a second) made its memory grow with the run's length.
+        self._seconds = array("d")  # since the start
+        self.clock = array("d")  # epoch seconds, to place a sample in a run's processing
+        self._totals = array("q")  # bytes, all processes
+        self._kinds: dict[str, array] = {}  # bytes of each kind of process; ABSENT where none ran
         self._start = time.perf_counter()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -208,33 +215,49 @@ class PeakRSS:
 
             used = sum(pynvml.nvmlDeviceGetMemoryInfo(handle).used for handle in self.gpus)
             self.gpu_peak = max(self.gpu_peak or 0, used)
-        self.samples.append((time.perf_counter() - self._start, total))
-        self.clock.append(time.time())
-        self.kind_samples.append(kinds)
+        self.record(time.perf_counter() - self._start, time.time(), total, kinds)
         return total
+
+    def record(self, seconds: float, epoch: float, total: int, kinds: dict[str, int]) -> None:
+        """One sample: seconds since the start, epoch seconds, total bytes, bytes per kind of process."""
+        n = len(self._totals)
+        for kind in kinds.keys() - self._kinds.keys():  # a kind first seen now: absent before
+            self._kinds[kind] = array("q", [ABSENT]) * n
+        for kind, column in self._kinds.items():
+            column.append(kinds.get(kind, ABSENT))
+        self._seconds.append(seconds)
+        self.clock.append(epoch)
+        self._totals.append(total)
+
+    @property
+    def samples(self) -> list[tuple[float, int]]:
+        """(seconds since the start, total bytes) of each sample."""
+        return list(zip(self._seconds, self._totals))
+
+    @property
+    def kind_samples(self) -> list[dict[str, int]]:
+        """Each sample's bytes per kind of process (the kinds that ran then)."""
+        return [{kind: column[i] for kind, column in self._kinds.items() if column[i] != ABSENT}
+                for i in range(len(self._totals))]
 
     @property
     def by_kind(self) -> dict[str, int]:
         """Each kind of process's own peak (bytes)."""
-        peaks: dict[str, int] = {}
-        for sample in self.kind_samples:
-            for kind, rss in sample.items():
-                peaks[kind] = max(peaks.get(kind, 0), rss)
-        return peaks
+        return {kind: max(column) for kind, column in self._kinds.items()}
 
     def halves(self) -> dict[str, int]:
         """Peak total in the first and in the second half of the run's time: memory that grows
         with the corpus peaks later; a flat run peaks about equally in both."""
-        end = self.samples[-1][0]
-        return {half: max((rss for t, rss in self.samples if (t <= end / 2) == (half == "first half")), default=0)
+        samples = self.samples
+        end = samples[-1][0]
+        return {half: max((rss for t, rss in samples if (t <= end / 2) == (half == "first half")), default=0)
                 for half in ("first half", "second half")}
 
     def percentiles(self) -> dict[str, int]:
         """The total that the samples stay at or under 50 % and 95 % of the time: the level memory
         holds. The peak is a maximum over samples, so a longer run (more samples, more moments at
         which every actor is in a big batch at once) reads higher even when nothing grows."""
-        totals = [rss for _, rss in self.samples]
-        return {f"p{q}": _percentile(totals, q) for q in (50, 95)}
+        return {f"p{q}": _percentile(list(self._totals), q) for q in (50, 95)}
 
     def processing_levels(self, started: float, seconds: float) -> dict[str, int]:
         """The 50th and 95th percentile of the samples taken while units were processed (no Ray
@@ -251,7 +274,7 @@ class PeakRSS:
         """The 50th percentile of each kind of process in each quarter of the processing: which
         process a rise from quarter to quarter (or between corpus sizes) comes from."""
         inside = self._while(started, seconds)
-        kinds = sorted({kind for sample in self.kind_samples for kind in sample})
+        kinds = sorted(self._kinds)
         return {kind: _quarter_medians([(t, sample[kind]) for t, _, sample in inside if kind in sample], started, seconds)
                 for kind in kinds}
 

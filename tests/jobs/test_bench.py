@@ -55,9 +55,7 @@ def test_memory_levels_while_processing_leave_out_the_start_and_show_a_trend():
     # the rise is the actors'; the driver stays at 300
     for second in range(20):
         rss = 100 if second < 10 or second >= 18 else 1000 + 100 * (second - 10)
-        peak.samples.append((second, rss))
-        peak.clock.append(1000.0 + second)
-        peak.kind_samples.append({"driver": min(rss, 300), "pipeline actors": rss - min(rss, 300)})
+        peak.record(second, 1000.0 + second, rss, {"driver": min(rss, 300), "pipeline actors": rss - min(rss, 300)})
     levels = peak.processing_levels(started=1010.0, seconds=7.0)
     assert levels == {"p50": 1400, "p95": 1700, "p50 quarter 1": 1100, "p50 quarter 2": 1300,
                       "p50 quarter 3": 1500, "p50 quarter 4": 1700}
@@ -92,3 +90,25 @@ def test_bench_corpus_is_a_fixed_shuffle_so_every_size_has_the_same_mix(tmp_path
     assert sorted(large[:100]) == sorted(texts) and large[100:200] == large[:100]  # each document once per round
     long_share = sum(t.startswith("long") for t in small) / len(small)
     assert long_share < 0.5  # the file's first 200 words would all be long documents
+
+
+def test_memory_samples_cost_the_driver_little_and_keep_kinds_that_come_and_go():
+    """The bench's process is the run's driver: its samples must not grow its memory much (a long run
+    takes 5 a second for an hour), and a kind of process that starts mid-run counts from then on."""
+    import tracemalloc
+
+    from jobs.bench import PeakRSS
+
+    peak = PeakRSS()
+    tracemalloc.start()
+    for i in range(10_000):
+        kinds = {"driver": 500 << 20, "raylet": 40 << 20} | ({"pipeline actors": (1800 << 20) + i} if i >= 5_000 else {})
+        peak.record(i * 0.2, 1000.0 + i * 0.2, sum(kinds.values()), kinds)
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert held < 1_500_000  # about 8 bytes a number; a tuple and a dict per sample took 6.4 MB
+    assert peak.by_kind == {"driver": 500 << 20, "raylet": 40 << 20, "pipeline actors": (1800 << 20) + 9_999}
+    assert peak.kind_samples[0] == {"driver": 500 << 20, "raylet": 40 << 20}
+    actors = peak.kind_levels(started=1000.0, seconds=2_000.0)["pipeline actors"]  # only from sample 5,000 on
+    assert actors == {"p50 quarter 3": (1800 << 20) + 6_250, "p50 quarter 4": (1800 << 20) + 8_750}
+    assert peak.percentiles()["p50"] == (2340 << 20) + 5_000  # the smallest of the second half, actors running
