@@ -196,7 +196,7 @@ def build_dataset(config: AnnotateConfig, units: list[InputUnit], placement: Pla
         max_task_retries=UNIT_RETRIES,
         runtime_env={"env_vars": worker_env()},
         # Ray keeps a record of every task in the GCS, up to 100,000 of them by default: one unit is one
-        # task, so the head's memory would grow with the corpus (4-13 KB a unit, PERFLOG #36). Off for the
+        # task, so the head's memory would grow with the corpus (about 4 KB a unit, PERFLOG #36). Off for the
         # pipeline actors, as Ray Serve does for its replicas; failures still reach the run's report.
         enable_task_events=False,
         **remote_args,
