@@ -264,7 +264,7 @@ class PeakRSS:
         start, no loading, no shutdown: their share of a run shrinks as the corpus grows and would
         lift a long run's percentiles), and the 50th of each quarter of that time: memory that grows
         with the corpus rises from quarter to quarter, bounded memory does not."""
-        inside = [(t, total) for t, total, _ in self._while(started, seconds)]
+        inside = self._while(self._totals, started, seconds)
         if not inside:
             return {}
         levels = {f"p{q}": _percentile([rss for _, rss in inside], q) for q in (50, 95)}
@@ -273,15 +273,13 @@ class PeakRSS:
     def kind_levels(self, started: float, seconds: float) -> dict[str, dict[str, int]]:
         """The 50th percentile of each kind of process in each quarter of the processing: which
         process a rise from quarter to quarter (or between corpus sizes) comes from."""
-        inside = self._while(started, seconds)
-        kinds = sorted(self._kinds)
-        return {kind: _quarter_medians([(t, sample[kind]) for t, _, sample in inside if kind in sample], started, seconds)
-                for kind in kinds}
+        return {kind: _quarter_medians(self._while(column, started, seconds), started, seconds)
+                for kind, column in sorted(self._kinds.items())}
 
-    def _while(self, started: float, seconds: float) -> list[tuple[float, int, dict[str, int]]]:
-        """(epoch seconds, total bytes, bytes per kind) of the samples taken in [started, started + seconds]."""
-        return [(t, total, kinds) for t, (_, total), kinds in zip(self.clock, self.samples, self.kind_samples)
-                if started <= t <= started + seconds]
+    def _while(self, values: array, started: float, seconds: float) -> list[tuple[float, int]]:
+        """(epoch seconds, value) of the samples taken in [started, started + seconds] that have a value
+        in `values` (the totals, or one kind's column: ABSENT where no process of that kind ran)."""
+        return [(t, v) for t, v in zip(self.clock, values) if started <= t <= started + seconds and v != ABSENT]
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
