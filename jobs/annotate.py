@@ -56,6 +56,12 @@ MAX_ACTORS_PER_GPU = 8
 MAX_ACTORS_PER_GPU_MPS = 16
 MPS_RESOURCE = "mps"
 MAX_ERRORS_SHOWN = 5
+# Settings for a Ray that a run starts on its own machine, which has no dashboard to show them: Ray's
+# GCS keeps no task records. It would keep one for every task, up to 100,000, the periodic calls of
+# Ray Data's own stats and autoscaling actors included, so the head's memory grew with the run's
+# length (~0.5 MiB a minute, bench/PERFLOG.md #39). RAY_task_events_report_interval_ms in the
+# environment overrides it.
+START_ONLY_SYSTEM_CONFIG = {"task_events_report_interval_ms": 0}
 
 
 @dataclass
@@ -156,19 +162,27 @@ def local_mps_running() -> bool:
 
 def start_ray(address: str | None, console: Console, **kwargs: Any) -> None:
     """ray.init: join `address` (or RAY_ADDRESS, or a Ray already started on this machine), else start
-    Ray here; a Ray started here on a machine running MPS advertises MPS_RESOURCE (actors_per_gpu)."""
-    if address is None and not os.environ.get("RAY_ADDRESS") and local_mps_running():
+    Ray here. A Ray started here keeps no task records (START_ONLY_SYSTEM_CONFIG) and, on a machine
+    running MPS, advertises MPS_RESOURCE (actors_per_gpu)."""
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        start_only: dict[str, Any] = {}
+        if not any(f"RAY_{key}" in os.environ for key in START_ONLY_SYSTEM_CONFIG):  # the user's own setting wins
+            start_only["_system_config"] = dict(START_ONLY_SYSTEM_CONFIG)
+        mps = local_mps_running()
+        if mps:
+            start_only["resources"] = {MPS_RESOURCE: 1.0}
         try:
-            ray.init(resources={MPS_RESOURCE: 1.0}, **kwargs)
+            ray.init(**start_only, **kwargs)
             return
-        except ValueError as exc:  # Ray refuses resources when it joins a Ray already running here
+        except ValueError as exc:  # Ray refuses both when it joins a Ray already running here
             if "existing cluster" not in str(exc):
                 raise
-            console.print(
-                "[yellow]MPS runs here, but the Ray already running on this machine does not advertise it: "
-                f"pipelines per GPU are planned as without MPS. Start that Ray with --resources='{{\"{MPS_RESOURCE}\": 1}}' "
-                "or set --gpus-per-actor.[/]"
-            )
+            if mps:
+                console.print(
+                    "[yellow]MPS runs here, but the Ray already running on this machine does not advertise it: "
+                    f"pipelines per GPU are planned as without MPS. Start that Ray with --resources='{{\"{MPS_RESOURCE}\": 1}}' "
+                    "or set --gpus-per-actor.[/]"
+                )
     ray.init(address=address, **kwargs)
 
 

@@ -112,7 +112,7 @@ def test_placement_under_mps():
     assert plan_placement(AnnotateConfig(input="i", output="o"), {"CPU": 32.0, "GPU": 2.0}, nodes=mixed).actors == 2 * 8
 
 
-def test_a_ray_started_here_advertises_mps_when_its_daemon_runs(tmp_path, monkeypatch):
+def test_a_ray_started_here_keeps_no_task_records_and_advertises_mps_when_its_daemon_runs(tmp_path, monkeypatch):
     from rich.console import Console
 
     import jobs.annotate as annotate
@@ -120,17 +120,23 @@ def test_a_ray_started_here_advertises_mps_when_its_daemon_runs(tmp_path, monkey
     calls = []
     monkeypatch.setattr(annotate.ray, "init", lambda **kwargs: calls.append(kwargs))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_task_events_report_interval_ms", raising=False)
     monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
+    no_records = {"task_events_report_interval_ms": 0}
     annotate.start_ray(None, Console(), include_dashboard=False)
-    assert calls == [{"address": None, "include_dashboard": False}]  # no daemon: nothing advertised
+    assert calls == [{"_system_config": no_records, "include_dashboard": False}]  # no MPS daemon: nothing advertised
     (tmp_path / "control").touch()  # the control daemon's socket
     annotate.start_ray(None, Console(), include_dashboard=False)
-    assert calls[-1] == {"resources": {annotate.MPS_RESOURCE: 1.0}, "include_dashboard": False}
-    annotate.start_ray("ray://head:10001", Console(), include_dashboard=False)  # joining a cluster: its nodes say
+    assert calls[-1] == {"_system_config": no_records, "resources": {annotate.MPS_RESOURCE: 1.0}, "include_dashboard": False}
+    annotate.start_ray("ray://head:10001", Console(), include_dashboard=False)  # joining a cluster: its settings hold
     assert calls[-1] == {"address": "ray://head:10001", "include_dashboard": False}
+    monkeypatch.setenv("RAY_task_events_report_interval_ms", "1000")  # the user's own setting wins
+    annotate.start_ray(None, Console(), include_dashboard=False)
+    assert calls[-1] == {"resources": {annotate.MPS_RESOURCE: 1.0}, "include_dashboard": False}
+    monkeypatch.delenv("RAY_task_events_report_interval_ms")
 
-    def existing(**kwargs):  # a Ray already started on this machine: Ray refuses resources
-        if "resources" in kwargs:
+    def existing(**kwargs):  # a Ray already started on this machine: Ray refuses settings and resources
+        if "resources" in kwargs or "_system_config" in kwargs:
             raise ValueError("When connecting to an existing cluster, resources must not be provided.")
         calls.append(kwargs)
 
@@ -139,6 +145,18 @@ def test_a_ray_started_here_advertises_mps_when_its_daemon_runs(tmp_path, monkey
     annotate.start_ray(None, console)
     assert calls[-1] == {"address": None}
     assert "does not advertise it" in console.export_text()
+    (tmp_path / "control").unlink()  # no MPS: joining says nothing
+    console = Console(record=True, width=300)
+    annotate.start_ray(None, console)
+    assert calls[-1] == {"address": None}
+    assert console.export_text() == ""
+
+    def broken(**kwargs):
+        raise ValueError("some other refusal")
+
+    monkeypatch.setattr(annotate.ray, "init", broken)
+    with pytest.raises(ValueError, match="some other refusal"):
+        annotate.start_ray(None, Console())
 
 
 def test_actors_the_cluster_cannot_place_fail_the_run_with_a_message(tmp_path, ray_local, tok2vec_pipeline_dir):
