@@ -412,7 +412,7 @@ def command(
     model: Annotated[str, typer.Option(help="spaCy pipeline: installed package name or path")] = DEFAULT_MODEL,
     text_column: Annotated[str, typer.Option(help="Column holding the text")] = "text",
     id_column: Annotated[str, typer.Option(help="Column holding the document id (its type is kept)")] = "id",
-    address: Annotated[str | None, typer.Option(help="Ray cluster to join (auto or ray://host:10001); default: start a local Ray")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster to join (auto or ray://host:10001); default: the Ray already running here, else start one for the run (no dashboard, no task records)")] = None,
     actors: Annotated[int | None, typer.Option(help="Pipeline actors; default: several per GPU (one per CPU of a GPU node, one CPU left, at most 8; under MPS two left, at most 16), else one per CPU")] = None,
     gpus_per_actor: Annotated[float | None, typer.Option(help="GPU share per actor (0 = CPU; 0.25 = four pipelines per GPU); default: planned from the GPU nodes' CPUs")] = None,
     batch_size: Annotated[int, typer.Option(help="Documents per nlp.pipe batch")] = 64,
