@@ -230,11 +230,6 @@ class PeakRSS:
         self._totals.append(total)
 
     @property
-    def samples(self) -> list[tuple[float, int]]:
-        """(seconds since the start, total bytes) of each sample."""
-        return list(zip(self._seconds, self._totals))
-
-    @property
     def kind_samples(self) -> list[dict[str, int]]:
         """Each sample's bytes per kind of process (the kinds that ran then)."""
         return [{kind: column[i] for kind, column in self._kinds.items() if column[i] != ABSENT}
@@ -248,9 +243,8 @@ class PeakRSS:
     def halves(self) -> dict[str, int]:
         """Peak total in the first and in the second half of the run's time: memory that grows
         with the corpus peaks later; a flat run peaks about equally in both."""
-        samples = self.samples
-        end = samples[-1][0]
-        return {half: max((rss for t, rss in samples if (t <= end / 2) == (half == "first half")), default=0)
+        end = self._seconds[-1]
+        return {half: max((rss for t, rss in zip(self._seconds, self._totals) if (t <= end / 2) == (half == "first half")), default=0)
                 for half in ("first half", "second half")}
 
     def percentiles(self) -> dict[str, int]:
