@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
-from spacy.tokens import Doc
 
 from . import errors
 from .config import DEFAULT_BATCH_CHARS, AnnotateConfig
@@ -36,12 +35,6 @@ PATH_COLUMN = "path"  # the source file of each row
 # call, "oom_above": raise a MemoryError for any nlp.pipe call of more texts than this}.
 FAULTS_ENV = "CORPUS_NLP_FAULTS"
 MAX_ERROR_CHARS = 2_000
-# Where glibc's free pages go back to the OS: after every component of a batch on CPU, only after
-# the batch on a GPU. On CPU each component's transient arrays (the transformer's per-span blocks,
-# tok2vec's layer outputs) are host memory; released in between, they no longer add up over the
-# batch: one actor's level while batches run 6.7 % lower and flat over 590,000 words, for 2.6 % of
-# its speed (bench/PERFLOG.md #45). On a GPU those arrays live on the device (not measured there).
-RELEASE_AFTER_EACH_COMPONENT = {"cpu": True, "gpu": False}
 
 
 @dataclass(frozen=True)
@@ -56,7 +49,6 @@ class Annotator:
 
     def __init__(self, config: AnnotateConfig, use_gpu: bool = False):
         self.config = config
-        self.release_after_each_component = RELEASE_AFTER_EACH_COMPONENT["gpu" if use_gpu else "cpu"]
         self.pipeline: Pipeline = load_pipeline(
             config.model, use_gpu=use_gpu, max_wordpieces=config.max_wordpieces,
             precision=config.precision, token_budget=config.token_budget,
@@ -115,17 +107,6 @@ class Annotator:
             for text, segs, failure in zip(texts, segments, failures)
         ]
 
-    def _pipe(self, texts: list[str]) -> list[Doc]:
-        """nlp.pipe of `texts` as one batch; on CPU component by component, freed pages released between."""
-        nlp = self.pipeline.nlp
-        if not self.release_after_each_component:
-            return list(nlp.pipe(make_docs(nlp, texts), batch_size=len(texts)))
-        docs = make_docs(nlp, texts)
-        for _, proc in nlp.pipeline:
-            docs = list(proc.pipe(docs, batch_size=len(docs))) if hasattr(proc, "pipe") else [proc(doc) for doc in docs]
-            release_free_memory()
-        return docs
-
     def _annotate_units(self, units: list[_Unit]) -> list[SegmentAnnotations | str]:
         """Pipe `units`; if the batch fails (bad document, out of memory), halve it and retry.
 
@@ -135,7 +116,7 @@ class Annotator:
         try:
             if self.before_pipe is not None:
                 self.before_pipe(texts)
-            docs = self._pipe(texts)
+            docs = list(self.pipeline.nlp.pipe(make_docs(self.pipeline.nlp, texts), batch_size=len(texts)))
         except Exception as exc:  # recorded per document below, never swallowed
             if len(units) == 1:
                 log.warning("document failed: %s", describe(exc))
