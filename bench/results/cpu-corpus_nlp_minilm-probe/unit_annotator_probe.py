@@ -1,6 +1,10 @@
 """(PERFLOG #44; python bench/results/cpu-corpus_nlp_minilm-probe/unit_annotator_probe.py 2000000 2, OMP_NUM_THREADS=1)
 One UnitAnnotator in process (no Ray), 1 torch thread as a Ray actor with <1 CPU has, over the
-units of the bench's corpus for --words; RSS sampled every 0.2 s by a thread; quarter medians."""
+units of the bench's corpus for --words; RSS sampled every 0.2 s by a thread; quarter medians.
+PERFLOG #45 ran it with `2000000 4` (590,189 words), in pairs side by side: glibc's defaults vs
+MALLOC_MMAP_THRESHOLD_=4194304 (a), and the release after the batch only vs after every component (b,
+TRIM_EACH_COMPONENT=1: a patch of spaCy's _pipe; b3ad687 built it into the operator, reverted in
+98d1686, see #46)."""
 import json, sys, threading, time, statistics as st
 from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
@@ -27,6 +31,15 @@ cfg = AnnotateConfig(input=str(corpus), output=str(d / "out"), model="corpus_nlp
 units = plan_units(discover(cfg.input), "text", "id", "x", 16).units[::every]
 prepare_output(cfg.output)
 ua = UnitAnnotator(cfg)
+import os
+if os.environ.get("TRIM_EACH_COMPONENT"):
+    from operators.annotate import release_free_memory
+    import spacy.language as _sl
+    _orig = _sl._pipe
+    def _each(docs, *a, **kw):
+        out = list(_orig(docs, *a, **kw)); release_free_memory(); yield from out
+    _sl._pipe = _each
+    print(json.dumps({"note": "glibc free pages released after every pipeline component (patched spaCy _pipe)"}), flush=True)
 samples = []; stop = False
 def rss():
     for line in open("/proc/self/status"):
