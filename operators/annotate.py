@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -60,6 +60,7 @@ class Annotator:
         self.segment_chars = min(config.segment_limit, self.pipeline.nlp.max_length)
         # tests inject faults here: called with the texts of every nlp.pipe call before it runs
         self.before_pipe: Callable[[list[str]], None] | None = faults_from_env()
+        self.kernels = host_kernels(self.pipeline)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.pipeline.ensure_device()
@@ -116,7 +117,8 @@ class Annotator:
         try:
             if self.before_pipe is not None:
                 self.before_pipe(texts)
-            docs = list(self.pipeline.nlp.pipe(make_docs(self.pipeline.nlp, texts), batch_size=len(texts)))
+            with self.kernels():
+                docs = list(self.pipeline.nlp.pipe(make_docs(self.pipeline.nlp, texts), batch_size=len(texts)))
         except Exception as exc:  # recorded per document below, never swallowed
             if len(units) == 1:
                 log.warning("document failed: %s", describe(exc))
@@ -132,6 +134,34 @@ class Annotator:
                 log.warning("extraction failed: %s", describe(exc))
                 out.append(describe(exc))
         return out
+
+
+def host_kernels(pipeline: Pipeline) -> Callable[[], contextlib.AbstractContextManager]:
+    """What every nlp.pipe call runs under: for an fp32 transformer on the CPU, torch without oneDNN.
+
+    oneDNN (behind torch's CPU GELU) caches a primitive per input shape, up to 1,024, for the life of
+    the process, and the bulk pass meets a new shape with almost every forward call. Made all through
+    a run, these small long-lived allocations land among the batches' transient arrays, so glibc's
+    heap can neither reuse nor return the holes between them: an actor's memory crept up with the
+    corpus. torch's own kernels keep the heap compact and the run as fast (bench/PERFLOG.md #47).
+    bf16 on the CPU keeps oneDNN (its matrix products run there).
+    """
+    if pipeline.use_gpu or pipeline.embedding == "tok2vec" or pipeline.precision != "fp32":
+        return contextlib.nullcontext
+    return _without_onednn
+
+
+@contextlib.contextmanager
+def _without_onednn() -> Iterator[None]:
+    import torch
+
+    mkldnn = torch.backends.mkldnn  # one switch for the process, put back after the batch
+    was = mkldnn.enabled
+    mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        mkldnn.enabled = was
 
 
 def _malloc_trim() -> Callable[[int], int] | None:

@@ -222,3 +222,34 @@ def test_freed_heap_is_given_back_after_each_batch(tok2vec_pipeline_dir, monkeyp
     a(batch(["One text."]))
     a(batch(["Another text.", "And a third."]))
     assert calls == [0, 0]
+
+
+def _onednn_executions(run, capfd) -> int:
+    """How many oneDNN primitives torch executed while `run()` ran (oneDNN's log, written by C code)."""
+    import torch
+
+    capfd.readouterr()
+    with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+        run()
+    return capfd.readouterr().out.count(",primitive,exec,")
+
+
+def test_an_fp32_transformer_runs_without_onednn_on_the_cpu(trf_pipeline_dir, capfd):
+    # oneDNN's per-shape primitive cache made an actor's heap creep with the corpus (PERFLOG #47)
+    import torch
+
+    texts = [" ".join(["word"] * n) + "." for n in range(5, 40, 3)]
+    a = annotator(trf_pipeline_dir)
+    nlp = a.pipeline.nlp
+    assert _onednn_executions(lambda: list(nlp.pipe(texts)), capfd) > 0  # the pipeline on its own uses it
+    out = None
+
+    def annotate():
+        nonlocal out
+        out = a(batch(texts))
+
+    assert _onednn_executions(annotate, capfd) == 0
+    assert torch.backends.mkldnn.enabled  # the switch is put back after the batch
+    assert_matches_nlp_pipe(out, nlp, texts)  # same annotations as with oneDNN
+    bf16 = annotator(trf_pipeline_dir, precision="bf16")  # bf16's matrix products run in oneDNN: kept
+    assert _onednn_executions(lambda: bf16(batch(texts)), capfd) > 0
