@@ -143,7 +143,8 @@ def host_kernels(pipeline: Pipeline) -> Callable[[], contextlib.AbstractContextM
     the process, and the bulk pass meets a new shape with almost every forward call. Made all through
     a run, these small long-lived allocations land among the batches' transient arrays, so glibc's
     heap can neither reuse nor return the holes between them. With torch's own kernel the operator's
-    heap stays at its size after loading, 8-9 % lower, and the run is as fast (bench/PERFLOG.md #47).
+    heap stayed at its size after loading over 590k words, 8-9 % lower, and the run was as fast
+    (bench/PERFLOG.md #47); over 3.5M words it moves up and down with no trend (#49).
     bf16 on the CPU keeps oneDNN (its matrix products run there).
     """
     if pipeline.use_gpu or pipeline.embedding == "tok2vec" or pipeline.precision != "fp32":
