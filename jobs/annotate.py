@@ -42,6 +42,12 @@ from operators.writer import prepare_output
 
 # Model hubs are never reached from actors: pipelines and weights are installed on every node.
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+# The actors' Arrow buffers (a unit's columns, the tables it writes, Ray Data's blocks) come from
+# glibc's malloc instead of Arrow's bundled mimalloc, so the release after every unit
+# (operators.annotate.release_free_memory) gives them back too. mimalloc kept 40-60 MiB per actor
+# resident and its share crept up through a long run (bench/PERFLOG.md #50). A value set in the
+# driver's environment (jemalloc, mimalloc) wins.
+ARROW_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
 # Ray Data's driver-side bookkeeping tasks need a little CPU beside the actors
 IO_CPUS = 0.5
 UNIT_RETRIES = 3  # a unit that kills its actor this often is reported as failed, not retried forever
@@ -187,7 +193,7 @@ def start_ray(address: str | None, console: Console, **kwargs: Any) -> None:
 
 
 def worker_env() -> dict[str, str]:
-    env = dict(WORKER_ENV)
+    env = dict(WORKER_ENV) | {ARROW_POOL_ENV: os.environ.get(ARROW_POOL_ENV, "system")}
     if FAULTS_ENV in os.environ:  # tests inject faults into the actors through the driver's environment
         env[FAULTS_ENV] = os.environ[FAULTS_ENV]
     return env

@@ -99,6 +99,19 @@ def test_the_pipeline_actors_leave_no_task_records_in_ray(tmp_path, ray_local):
     assert remote_args["max_task_retries"] == 3 and remote_args["runtime_env"]["env_vars"]["HF_HUB_OFFLINE"] == "1"
 
 
+def test_the_pipeline_actors_allocate_arrow_buffers_with_glibc(ray_local, monkeypatch):
+    """Arrow's buffers in the actors come from malloc, so the release after every unit returns them."""
+    import pyarrow as pa
+
+    from jobs.annotate import worker_env
+
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    backend = ray_local.remote(lambda: pa.default_memory_pool().backend_name)
+    assert ray_local.get(backend.options(runtime_env={"env_vars": worker_env()}).remote()) == "system"
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")  # the user's own choice wins
+    assert worker_env()["ARROW_DEFAULT_MEMORY_POOL"] == "jemalloc"
+
+
 def test_placement_under_mps():
     from jobs.annotate import MPS_RESOURCE
 
