@@ -179,7 +179,8 @@ def release_free_memory() -> None:
     """Give the heap pages that a batch's Docs and arrays freed back to the OS (glibc keeps them).
 
     Without it an actor's RSS can stay near the high-water mark of its largest batch so far
-    (bench/PERFLOG.md #19 measures it together with --batch-chars).
+    (bench/PERFLOG.md #19 measures it together with --batch-chars). In the Ray actors Arrow's
+    buffers come from this heap too (jobs.annotate.worker_env, #50).
     """
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
