@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine (the `device` tool), once ../shared/gpu/pack.sh's environment is
-# unpacked in /root/site: the GPU tests, then the README's headline bench (random-weight BERT-base +
+# unpacked in /root/site: the GPU tests, then docs/performance.md's headline bench (random-weight BERT-base +
 # tagger + ner, bf16, 8 and 14 pipelines) under NVIDIA MPS. Logs and results go to $OUT.
 #   DOCS=path/to/docs.jsonl bash bench/gpu_check.sh     (../shared does not travel: carry EWT's docs.jsonl)
 set -uo pipefail
