@@ -3,7 +3,6 @@
 import re
 from pathlib import Path
 
-from operators.manifest import OutputStore
 from tests.fixture_output import write_fixture_output
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "queries.md"
@@ -11,8 +10,6 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "queries.md"
 
 def test_query_recipes_run_as_written(tmp_path):
     out = write_fixture_output(tmp_path)
-    OutputStore(out).commit({"key": "fixture", "path": "in", "identity": "{}",
-                             "files": {t: f"{t}/part-fixture.parquet" for t in ("documents", "tokens", "entities", "sentences")}})
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
     assert len(blocks) >= 8
     namespace: dict = {}
@@ -22,7 +19,10 @@ def test_query_recipes_run_as_written(tmp_path):
     assert namespace["orgs"]["text"].to_list() == ["Acme"]
     assert namespace["pairs"].height > 0 and namespace["top"]["text"].to_list() == ["Acme"]
     assert sorted(namespace["sentences"]["sentence"].to_list())[0] == "Acme hired Carol."
-    assert namespace["committed_tokens"].height == 6
+    assert str(namespace["vectors"].schema["vector"]) == "Array(Float32, shape=(4,))"
+    assert namespace["changed"].height == 3 and set(namespace["changed"]["change"]) == {"added"}  # everything since version 0
+    assert namespace["before"].height == 0
+    assert dict(namespace["labels"].iter_rows()) == {"PER": 5, "LOC": 2, "ORG": 2}
 
 
 ROOT = DOC.parents[1]
