@@ -459,7 +459,9 @@ def _stream_and_commit(config: RunConfig, output: Output, lock: RunLock, units: 
             report.units["processed"] += 1
             report.vector_width = report.vector_width or row["vector_width"]
             window = [min(window[0], row["started"]), max(window[1], row["started"] + row["seconds"])]
-            report.busy.append({"actor": json.loads(row["worker"])["pid"], "started": row["started"], "seconds": round(row["seconds"], 3)})
+            worker = json.loads(row["worker"])
+            report.busy.append({"actor": worker["pid"], "node": worker["raylet_pid"], "started": row["started"],
+                                "seconds": round(row["seconds"], 3)})
             for name in ("documents", "errors", "tokens", "words", "sentences", "entities"):
                 setattr(report, name, getattr(report, name) + row[name])
             if row["first_error"] and len(report.first_errors) < MAX_ERRORS_SHOWN:

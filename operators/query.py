@@ -63,8 +63,8 @@ def runs(output: str) -> pl.DataFrame:
 
 def changes(output: str, since_version: int) -> pl.LazyFrame:
     """Documents rows added or removed since a documents version (a run's `documents_version` in
-    `runs()`): `change` is "added" or "removed"; a changed input file shows its old rows removed
-    and its new rows added."""
+    `runs()`): `change` is "added" or "removed". A document of a changed input file whose text
+    changed shows its old row removed and its new row added; its unchanged documents do not show."""
     now = scan(output, "documents")
     before = scan(output, "documents", version=since_version)
     keys = ["source", "doc_id", "n_chars", "n_tokens", "status"]
