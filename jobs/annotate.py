@@ -111,6 +111,7 @@ class RunReport:
     commits: dict[str, float] = field(default_factory=dict)  # rounds, seconds spent committing, compacting, vacuuming
     output_files: dict[str, int] = field(default_factory=dict)  # active data files per table after the run
     snapshot: dict[str, Any] = field(default_factory=dict)  # table versions of the state this run left
+    timings: dict[str, float] = field(default_factory=dict)  # planning: footers read, units cut
     vector_width: int = 0
     started: str = ""
     finished: str = ""
@@ -296,7 +297,9 @@ def run(config: RunConfig, console: Console | None = None) -> RunReport:
 
     check_precision(annotator.model, annotator.precision)
     fingerprint = config.fingerprint(model_id(annotator.model), model_digest(annotator.model), schema.SCHEMA_VERSION)
+    t = time.perf_counter()
     corpus = read_corpus(config.input, annotator.text_column, annotator.id_column)
+    report.timings["footers_seconds"] = round(time.perf_counter() - t, 3)
     report.bad_files = corpus.bad_files
     if corpus.bad_files and config.fail_on_bad_input:
         raise InputError("unreadable input file(s): " + "; ".join(f"{p}: {why}" for p, why in corpus.bad_files.items()))
@@ -397,10 +400,12 @@ def _process(config: RunConfig, output: Output, lock: RunLock, corpus: Corpus, c
         ctx.enable_progress_bars = console.is_terminal
         nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
         placement = plan_placement(config, ray.cluster_resources(), nodes)
+        t = time.perf_counter()
         fp = config.unit_fingerprint(output.fingerprint() or {})
         units = cut_units(corpus.files, coverage, fp, actors=placement.actors, max_unit_bytes=config.max_unit_bytes)
         placement = Placement(max(1, min(placement.actors, len(units))), placement.gpus_per_actor, placement.cpus_per_actor)
         tasks = plan_read_tasks(units, corpus.files)
+        report.timings["plan_seconds"] = round(time.perf_counter() - t, 3)
         report.actors, report.gpus_per_actor = placement.actors, placement.gpus_per_actor
         report.units = {**report.units, "planned": len(units), "processed": 0, "failed": 0, "rounds": 0}
         report.input_files = {"files": len(corpus.files), "read_tasks": len(tasks),
@@ -461,7 +466,7 @@ def _stream_and_commit(config: RunConfig, output: Output, lock: RunLock, units: 
             window = [min(window[0], row["started"]), max(window[1], row["started"] + row["seconds"])]
             worker = json.loads(row["worker"])
             report.busy.append({"actor": worker["pid"], "node": worker["raylet_pid"], "started": row["started"],
-                                "seconds": round(row["seconds"], 3)})
+                                "seconds": round(row["seconds"], 3), "cuda_visible_devices": worker["cuda_visible_devices"]})
             for name in ("documents", "errors", "tokens", "words", "sentences", "entities"):
                 setattr(report, name, getattr(report, name) + row[name])
             if row["first_error"] and len(report.first_errors) < MAX_ERRORS_SHOWN:

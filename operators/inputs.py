@@ -69,6 +69,7 @@ def discover(input_: str) -> list[tuple[str, dict[str, Any]]]:
     """Parquet files named by a file, a folder (searched recursively) or a glob, with their listing
     info (size, mtime or ETag); URLs keep their scheme."""
     fs, path = fsspec.core.url_to_fs(input_)
+    fs.invalidate_cache()  # an object store's listing may be cached from an earlier run in this process
     if GLOB_CHARS & set(path):
         found = fs.glob(path, detail=True)
     elif fs.isdir(path):

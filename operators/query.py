@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 from deltalake.exceptions import TableNotFoundError
 
-from .output import Output
+from .output import Output  # noqa: F401  (query.Output: the tables of an OUTPUT)
 from .schema import TABLES
 
 NO_OUTPUT = (TableNotFoundError, FileNotFoundError)  # no table there (yet)

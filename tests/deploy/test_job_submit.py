@@ -19,8 +19,9 @@ import polars as pl
 import psutil
 import pytest
 
+from operators import query
 from tests.conftest import SAMPLE_TEXTS
-from tests.jobs.test_nightly import make_file
+from tests.jobs.helpers import make_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,19 +129,19 @@ def test_annotate_and_nightly_jobs_through_ray_job_submit(tmp_path, head, tok2ve
     status, body = job_api(address, {"Authorization": f"Bearer {token}"})
     assert (status, json.loads(body)) == (200, []) and not refused.exists()
 
-    first = submit(address, env, "jobs.annotate", str(tmp_path / "in"), str(out), "--model", tok2vec_pipeline_dir, "--unit-rows", "2")
+    first = submit(address, env, "jobs.annotate", str(tmp_path / "in"), str(out), "--model", tok2vec_pipeline_dir)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "succeeded" in first.stdout
-    docs = pl.scan_parquet(f"{out}/documents/**/*.parquet").collect()
+    docs = query.scan(str(out), "documents").collect()
     assert sorted(docs["doc_id"].to_list()) == sorted(ids) and set(docs["status"]) == {"ok"}
 
     ids += make_file(tmp_path / "in", "b.parquet", ["A new file arrived.", "With two texts."], "b")
-    night = submit(address, env, "jobs.nightly", str(tmp_path / "in"), str(out), "--model", tok2vec_pipeline_dir, "--unit-rows", "2")
+    night = submit(address, env, "jobs.nightly", str(tmp_path / "in"), str(out), "--model", tok2vec_pipeline_dir)
     assert night.returncode == 0, night.stdout[-3000:] + night.stderr[-3000:]
-    assert "1 done, 2 already done" in night.stdout
-    docs = pl.scan_parquet(f"{out}/documents/**/*.parquet").collect()
+    assert "1 new, 0 changed, 0 removed" in night.stdout
+    docs = query.scan(str(out), "documents").collect()
     assert sorted(docs["doc_id"].to_list()) == sorted(ids)
-    assert pl.scan_parquet(f"{out}/tokens/**/*.parquet").collect().height == docs["n_tokens"].sum()
+    assert query.scan(str(out), "tokens").collect().height == docs["n_tokens"].sum()
 
     status, body = job_api(address, {"Authorization": f"Bearer {token}"})
     assert status == 200 and sorted(job["status"] for job in json.loads(body)) == ["SUCCEEDED", "SUCCEEDED"]
