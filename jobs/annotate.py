@@ -290,6 +290,8 @@ def driver_faults() -> Callable[[str], None]:
 def run(config: RunConfig, console: Console | None = None) -> RunReport:
     """Annotate config.input into config.output; the CLI, the Ray jobs and the tests all call this."""
     console = console or Console(stderr=True)
+    for key, value in WORKER_ENV.items():  # the driver loads the pipeline too (before Ray forks its workers)
+        os.environ.setdefault(key, value)
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     annotator = config.annotator
     report = RunReport(run_id=run_id, input=config.input, output=config.output, model=annotator.model, started=_now())
@@ -397,7 +399,6 @@ def _process(config: RunConfig, output: Output, lock: RunLock, corpus: Corpus, c
         # A unit is one row, and each row its own block: Ray Data would otherwise pack a read task's
         # units into blocks of up to 128 MiB, which one actor task would then annotate one after the other.
         ctx.target_max_block_size = 1
-        ctx.enable_progress_bars = console.is_terminal
         nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
         placement = plan_placement(config, ray.cluster_resources(), nodes)
         t = time.perf_counter()
