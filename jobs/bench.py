@@ -166,7 +166,7 @@ def build_tok2vec_tiny(path: Path) -> str:
     return str(path)
 
 
-def load_sentences(source: str, words: int) -> list[str]:
+def load_sentences(source: str, words: int, documents: int | None = None) -> list[str]:
     """EWT's sentences (the `# text` lines of the CoNLL-U files beside `source`), one document each,
     in one fixed shuffled order, repeated until they hold about `words` words."""
     folder = Path(source).parent
@@ -174,10 +174,10 @@ def load_sentences(source: str, words: int) -> list[str]:
             if (folder / name).exists() for line in open(folder / name, encoding="utf-8") if line.startswith("# text = ")]
     if not base:
         raise typer.BadParameter(f"--texts sentences needs EWT's CoNLL-U files beside {source}")
-    return _repeat(base, words)
+    return _repeat(base, words, documents)
 
 
-def load_texts(source: str, words: int) -> list[str]:
+def load_texts(source: str, words: int, documents: int | None = None) -> list[str]:
     """EWT documents (CC BY-SA 4.0) in one fixed shuffled order, repeated until they hold about
     `words` words. Shuffled because the file's own order starts with its longest documents (its
     first 49 hold 60,000 words, a third of all): a small corpus then has the mix of lengths that a
@@ -187,18 +187,19 @@ def load_texts(source: str, words: int) -> list[str]:
             base = [json.loads(line)["text"] for line in handle]
     else:
         base = pq.read_table(BUNDLED_SAMPLE, columns=["text"]).column("text").to_pylist()
-    return _repeat(base, words)
+    return _repeat(base, words, documents)
 
 
-def _repeat(base: list[str], words: int) -> list[str]:
+def _repeat(base: list[str], words: int, documents: int | None = None) -> list[str]:
+    """`base` in one fixed shuffled order, repeated until `words` words (or `documents` texts)."""
     base = list(base)
     random.Random(0).shuffle(base)
     texts, count = [], 0
-    while count < words:
+    while count < words and (documents is None or len(texts) < documents):
         for text in base:
             texts.append(text)
             count += len(text.split())
-            if count >= words:
+            if count >= words or (documents is not None and len(texts) >= documents):
                 break
     return texts
 
@@ -554,6 +555,7 @@ def command(
     shape: Annotated[str | None, typer.Option(help="Build a pipeline instead: a random-weight transformer (bert-base, minilm, tiny) with heads, or tok2vec-tiny (near-free: what corpus-nlp itself costs)")] = None,
     parser: Annotated[bool, typer.Option(help="Include a parser in a transformer --shape pipeline")] = True,
     words: Annotated[int, typer.Option(help="Corpus size in words (EWT repeated)")] = 50_000,
+    documents: Annotated[int | None, typer.Option(help="Corpus size in documents instead (EWT repeated)")] = None,
     texts_kind: Annotated[str, typer.Option("--texts", help="documents (EWT's documents) or sentences (each EWT sentence a document)")] = "documents",
     layout: Annotated[str, typer.Option(help=f"How the corpus is written, a comma list runs corpus-nlp on each: {LAYOUTS}")] = "polars",
     input: Annotated[str | None, typer.Option(help="Annotate this INPUT as it is instead of writing a corpus (no baselines)")] = None,
@@ -564,7 +566,7 @@ def command(
     out: Annotated[str, typer.Option(help="Folder for bench.json and bench.png")] = "out/bench",
     baselines: Annotated[bool, typer.Option(help="Also run nlp.pipe and the raw transformer (--no-baselines: corpus-nlp only)")] = True,
     actors: Annotated[int | None, typer.Option(help="corpus-nlp actors (default: as `annotate` plans them)")] = None,
-    unit_mb: Annotated[float | None, typer.Option(help="corpus-nlp text per unit at most, MB (default: as `annotate`)")] = None,
+    unit_mb: Annotated[str | None, typer.Option(help="corpus-nlp text per unit at most, MB, a comma list runs each (default: as `annotate`)")] = None,
     gpus_per_actor: Annotated[str | None, typer.Option(help="corpus-nlp GPU share per actor, e.g. 0.25 for four actors per GPU, auto as `annotate` plans it; a comma list runs each (default: auto)")] = None,
     precision: Annotated[str, typer.Option(help="Transformer forward in corpus-nlp: fp32 or bf16, or a comma list to run each (nlp.pipe stays fp32)")] = "fp32",
     token_budget: Annotated[int | None, typer.Option(help="corpus-nlp padded wordpieces per transformer call (default: as `annotate`)")] = None,
@@ -582,7 +584,7 @@ def command(
         else:
             name = build_shaped_pipeline(workdir / "shaped", shape, parser) if shape else model
         load = load_sentences if texts_kind == "sentences" else load_texts
-        texts = load(docs, words) if input is None else []
+        texts = load(docs, words if documents is None else 10**12, documents) if input is None else []
         baseline_texts = load(docs, baseline_words) if baseline_words else texts  # the same texts' start
         runs: dict[str, Any] = {}
         rss: dict[str, int] = {}
@@ -598,21 +600,23 @@ def command(
         layouts = [("input", Path(input))] if input else [(lay, write_corpus(texts, workdir / lay, lay)) for lay in layout.split(",")]
         del texts, baseline_texts
         release_free_memory()
-        configs = [(lay, path, p, None if g in (None, "auto") else float(g)) for lay, path in layouts for p in precision.split(",")
-                   for g in (gpus_per_actor.split(",") if gpus_per_actor else [None])]
+        unit_sizes = [float(u) for u in unit_mb.split(",")] if unit_mb else [None]
+        configs = [(lay, path, p, None if g in (None, "auto") else float(g), u) for lay, path in layouts for p in precision.split(",")
+                   for g in (gpus_per_actor.split(",") if gpus_per_actor else [None]) for u in unit_sizes]
         e2e_names = []
-        for lay, path, p, g in configs:
+        for lay, path, p, g, u in configs:
             parts = ([lay] if len(layouts) > 1 else []) + ([p] if len(precision.split(",")) > 1 else []) + (
-                [("planned" if g is None else f"{g:g} GPU/actor")] if gpus_per_actor and len(gpus_per_actor.split(",")) > 1 else [])
+                [("planned" if g is None else f"{g:g} GPU/actor")] if gpus_per_actor and len(gpus_per_actor.split(",")) > 1 else []) + (
+                [f"{u:g} MB units"] if len(unit_sizes) > 1 else [])
             run_name = "corpus-nlp" + (f" {', '.join(parts)}" if parts else "")
             e2e_names.append(run_name)
             with PeakRSS() as peak:
                 runs[run_name] = bench_corpus_nlp(
                     name, path, workdir, gpu, max(sizes) if gpu else 64,
-                    unit_mb=unit_mb, actors=actors, gpus_per_actor=g, precision=p, token_budget=token_budget,
+                    unit_mb=u, actors=actors, gpus_per_actor=g, precision=p, token_budget=token_budget,
                     batch_chars=batch_chars,
                 )
-            runs[run_name].update(precision=p, layout=lay)
+            runs[run_name].update(precision=p, layout=lay, unit_mb=u)
             processing = runs[run_name].pop("processing_started"), runs[run_name]["processing_seconds"]
             rss_processing = {q: round(v / 2**20) for q, v in peak.processing_levels(*processing).items()}
             rss_kind_processing = {kind: {q: round(v / 2**20) for q, v in levels.items()}
@@ -643,13 +647,13 @@ def command(
                 ratios[f"{label} / nlp.pipe n_process=2{suffix}"] = round(e2e / runs["nlp.pipe n_process=2"]["words_per_s"], 3)
             if runs["transformer bf16"]:
                 ratios[f"{label} / transformer bf16{suffix}"] = round(e2e / runs["transformer bf16"]["words_per_s"], 3)
-    if len(e2e_names) > 1:  # wall time of each layout against the first one's
+    if len(e2e_names) > 1:  # wall time of each run against the first one's
         for run_name in e2e_names[1:]:
             ratios[f"{run_name} seconds / {e2e_names[0]} seconds"] = round(runs[run_name]["seconds"] / runs[e2e_names[0]]["seconds"], 3)
     results = {
         "model": shape or model, "machine": _machine(device), "words": runs[e2e_names[0]]["words"],
         "options": {"precision": precision, "token_budget": token_budget, "batch_chars": batch_chars, "gpus_per_actor": gpus_per_actor, "actors": actors,
-                    "unit_mb": unit_mb, "layout": "input" if input else layout, "texts": texts_kind,
+                    "unit_mb": unit_mb, "layout": "input" if input else layout, "texts": texts_kind, "documents": documents,
                     **({"baseline_words": baseline_words} if baseline_words else {})},
         "runs": runs, "ratios": ratios, "peak_rss_mib": {k: round(v / 2**20) for k, v in rss.items()},
         "corpus_nlp_peak_rss_mib_by_process": rss_by_kind,

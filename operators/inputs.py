@@ -11,6 +11,8 @@ becomes large_string; a string-like id becomes string, an integer id int64, a bi
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,14 +42,19 @@ class RowGroup:
 
 
 @dataclass(frozen=True)
-class InputFile:
+class InputFile:  # frozen, hashable by its fields; `starts` is computed once
     path: str  # as given to fsspec (keeps its scheme)
     identity: str  # JSON of path, size and modification time or ETag: a changed file has another
     row_groups: tuple[RowGroup, ...]
 
     @property
     def rows(self) -> int:
-        return sum(g.rows for g in self.row_groups)
+        return self.starts[-1]
+
+    @functools.cached_property
+    def starts(self) -> tuple[int, ...]:
+        """The first row of each row group, then the file's row count."""
+        return (0, *itertools.accumulate(g.rows for g in self.row_groups))
 
     @property
     def text_bytes(self) -> int:

@@ -318,14 +318,11 @@ def _target(remaining: int, actors: int, max_unit_bytes: int) -> int:
     return max(1, min(max_unit_bytes, max(MIN_UNIT_BYTES, remaining // max(1, actors * GUIDE))))
 
 
-def _group_starts(f: InputFile) -> list[int]:
-    starts = [0]
-    for g in f.row_groups:
-        starts.append(starts[-1] + g.rows)
-    return starts
+def _group_starts(f: InputFile) -> tuple[int, ...]:
+    return f.starts
 
 
-def _group_of(starts: list[int], row: int) -> int:
+def _group_of(starts: tuple[int, ...] | list[int], row: int) -> int:
     """Index of the row group holding `row` (starts: cumulative row counts, 0 first)."""
     lo, hi = 0, len(starts) - 2
     while lo < hi:

@@ -33,7 +33,7 @@ def test_bench_corpus_nlp_alone_with_options(tmp_path):
     assert set(data["runs"]) == {"corpus-nlp", "transformer bf16"} and data["runs"]["transformer bf16"] is None
     assert data["runs"]["corpus-nlp"]["actors"] == 1 and data["runs"]["corpus-nlp"]["errors"] == 0
     assert data["options"] == {"precision": "bf16", "token_budget": None, "batch_chars": None, "gpus_per_actor": None, "actors": 1,
-                               "unit_mb": 0.001, "layout": "polars", "texts": "documents"}
+                               "unit_mb": "0.001", "layout": "polars", "texts": "documents", "documents": None}
     run = data["runs"]["corpus-nlp"]
     assert run["units"] > 1 and run["row_groups_read"] == 1 and run["busy"]["share"] > 0.3 and len(run["busy"]["share_by_tenth"]) == 10
     assert run["commit_seconds"] > 0 and run["compact_seconds"] > 0 and run["driver_peak_rss_mib"] > 50
@@ -83,7 +83,7 @@ def test_bench_sweeps_precisions_with_a_baseline_on_the_first_words(tmp_path):
 
 
 def test_bench_writes_the_layouts_users_have_and_compares_their_wall_times(tmp_path):
-    result = CliRunner().invoke(app, ["bench", "--shape", "tok2vec-tiny", "--texts", "sentences", "--words", "3000",
+    result = CliRunner().invoke(app, ["bench", "--shape", "tok2vec-tiny", "--texts", "sentences", "--documents", "200",
                                       "--layout", "polars,row-groups-16,files-40", "--no-baselines", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "bench.json").read_text())
@@ -91,7 +91,7 @@ def test_bench_writes_the_layouts_users_have_and_compares_their_wall_times(tmp_p
     assert {r["layout"] for r in runs.values() if r} == {"polars", "row-groups-16", "files-40"}
     assert runs["corpus-nlp polars"]["row_groups_read"] == 1 and runs["corpus-nlp files-40"]["files"] == 40
     assert runs["corpus-nlp row-groups-16"]["row_groups_read"] > 10
-    assert len({r["documents"] for r in runs.values() if r}) == 1  # the same sentences each time
+    assert {r["documents"] for r in runs.values() if r} == {200}  # the same sentences each time
     assert set(data["ratios"]) == {"corpus-nlp row-groups-16 seconds / corpus-nlp polars seconds",
                                    "corpus-nlp files-40 seconds / corpus-nlp polars seconds"}
 
