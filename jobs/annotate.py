@@ -325,6 +325,8 @@ def run(config: RunConfig, console: Console | None = None) -> RunReport:
         todo = any(uncovered(f.rows, coverage.get(f.identity, [])) for f in corpus.files)
         changed = bool(stale)
         if stale or todo:
+            resolve(annotator.model)  # the shipped default is assembled here once, not by every actor at once
+            _check_pipeline(annotator)  # before OUTPUT is changed and before Ray starts
             _check_id_type(output, corpus)
             output.create_tables(corpus.id_type)
             output.save_fingerprint({**fingerprint, "model_name": annotator.model})
@@ -332,8 +334,6 @@ def run(config: RunConfig, console: Console | None = None) -> RunReport:
             output.remove_sources(stale, run_id, lock.check)
             report.units["removed_files"] = len(stale)
         if todo:
-            resolve(annotator.model)  # the shipped default is assembled here once, not by every actor at once
-            _check_pipeline(annotator)
             changed |= _process(config, output, lock, corpus, coverage, report, console, start)
             if report.vector_width:
                 output.save_fingerprint({**fingerprint, "model_name": annotator.model, "vector_width": report.vector_width})

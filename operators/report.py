@@ -28,8 +28,10 @@ def _read(what: str, frame: Callable[[], pl.DataFrame], problems: list[str]) -> 
         return frame()
     except query.NO_OUTPUT:
         return None
-    except (OSError, pl.exceptions.PolarsError, DeltaError) as exc:
-        problems.append(f"could not read {what} from the output: {type(exc).__name__}: {exc}")
+    except BaseException as exc:  # a corrupt file can make polars' Rust side panic: pyo3's PanicException is a BaseException
+        if not isinstance(exc, (OSError, pl.exceptions.PolarsError, DeltaError)) and type(exc).__name__ != "PanicException":
+            raise
+        problems.append(f"could not read {what} from the output: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
         return None
 
 

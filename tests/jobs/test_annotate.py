@@ -217,3 +217,21 @@ def test_one_row_group_spreads_over_every_actor_and_many_files_pack_into_few_uni
     assert report.input_files["row_groups_read"] == 2_000  # each file's row group read once
     assert_each_document_once(tmp_path / "out2", list(range(2_000)))
     assert max(report.output_files[t] for t in TABLES) == 1  # compacted: one file per table
+
+
+def test_a_pipeline_without_a_shared_embedding_is_refused_before_ray_starts(tmp_path):
+    """One message, no actor tracebacks: the driver loads the pipeline before it starts Ray."""
+    import ray
+    import spacy
+
+    from operators.errors import ModelError
+
+    ray.shutdown()
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    nlp.to_disk(tmp_path / "sentencizer_only")
+    write_corpus(tmp_path / "in" / "a.parquet", SAMPLE_TEXTS)
+    with pytest.raises(ModelError, match="no shared embedding"):
+        run(AnnotateConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out"), model=str(tmp_path / "sentencizer_only")))
+    assert not ray.is_initialized()
+    assert not (tmp_path / "out" / "documents").exists() and not (tmp_path / "out" / "_corpus_nlp" / "lock").exists()
