@@ -324,19 +324,20 @@ def run(config: RunConfig, console: Console | None = None) -> RunReport:
         coverage = {i: r for i, r in committed.coverage.items() if i in {f.identity for f in corpus.files}}
         todo = any(uncovered(f.rows, coverage.get(f.identity, [])) for f in corpus.files)
         changed = bool(stale)
+        recorded = {**(output.fingerprint() or {}), **fingerprint, "model_name": annotator.model}
         if stale or todo:
             resolve(annotator.model)  # the shipped default is assembled here once, not by every actor at once
             _check_pipeline(annotator)  # before OUTPUT is changed and before Ray starts
             _check_id_type(output, corpus)
             output.create_tables(corpus.id_type)
-            output.save_fingerprint({**fingerprint, "model_name": annotator.model})
+            output.save_fingerprint(recorded)
         if stale:
             output.remove_sources(stale, run_id, lock.check)
             report.units["removed_files"] = len(stale)
         if todo:
             changed |= _process(config, output, lock, corpus, coverage, report, console, start)
-            if report.vector_width:
-                output.save_fingerprint({**fingerprint, "model_name": annotator.model, "vector_width": report.vector_width})
+            if report.vector_width and recorded.get("vector_width") != report.vector_width:
+                output.save_fingerprint({**recorded, "vector_width": report.vector_width})
         if changed:
             _finish_output(config, output, lock, report)
         report.snapshot = output.snapshot() or {}
