@@ -84,16 +84,26 @@ class Output:
         self.url = self.storage.url
         self.fault = fault or (lambda point: None)
         self._round: int | None = None
+        self._handles: dict[str, DeltaTable] = {}
 
     # ---- where things are
     def table_url(self, table: str) -> str:
         return self.storage.url_of(table) if table in DATA_TABLES else self.storage.url_of(STATE, table)
 
     def table(self, table: str, version: int | None = None) -> DeltaTable:
-        return DeltaTable(self.table_url(table), version=version)
+        """A table at `version`, or at its latest version (a handle kept open and brought up to date:
+        on an object store, reading a table's log anew for every commit costs a request per file)."""
+        if version is not None:
+            return DeltaTable(self.table_url(table), version=version)
+        handle = self._handles.get(table)
+        if handle is None:
+            handle = self._handles[table] = DeltaTable(self.table_url(table))
+        else:
+            handle.update_incremental()
+        return handle
 
     def exists(self) -> bool:
-        return DeltaTable.is_deltatable(self.table_url("units"))
+        return "units" in self._handles or DeltaTable.is_deltatable(self.table_url("units"))
 
     # ---- the configuration OUTPUT was made with
     def check_layout(self) -> None:
@@ -158,7 +168,8 @@ class Output:
         for _, files in done:
             for f in files:
                 adds[f.table].append(f.to_dict())
-        self._write_round({"round": n, "kind": "add", "run_id": run_id, "adds": adds})
+        record = {"round": n, "kind": "add", "run_id": run_id, "adds": adds}
+        self._write_round(record)
         now = _now()
         pieces = [(u.key, p) for u, _ in done for p in u.pieces]
         rows = pa.table(
@@ -176,8 +187,8 @@ class Output:
         )
         check()
         self.fault("before_units_commit")
-        write_deltalake(self.table_url("units"), rows, mode="append", commit_properties=self._commit(n, run_id))
-        self._apply(n, check)
+        write_deltalake(self.table("units"), rows, mode="append", commit_properties=self._commit(n, run_id))
+        self._apply(n, check, record)
         return n
 
     def remove_sources(self, paths: Iterable[str], run_id: str, check: Callable[[], None]) -> int | None:
@@ -186,10 +197,11 @@ class Output:
         if not paths:
             return None
         n = self.next_round()
-        self._write_round({"round": n, "kind": "remove", "run_id": run_id, "sources": paths})
+        record = {"round": n, "kind": "remove", "run_id": run_id, "sources": paths}
+        self._write_round(record)
         check()
         self.table("units").delete(f"path IN ({_sql_list(paths)})", commit_properties=self._commit(n, run_id))
-        self._apply(n, check)
+        self._apply(n, check, record)
         return n
 
     def recover(self, check: Callable[[], None]) -> list[int]:
@@ -207,8 +219,7 @@ class Output:
         self._round = None
         return finished
 
-    def _apply(self, n: int, check: Callable[[], None], record: dict | None = None) -> None:
-        record = record or self.storage.read_json(STATE, "rounds", f"{n:012d}.json")
+    def _apply(self, n: int, check: Callable[[], None], record: dict) -> None:
         for table in DATA_TABLES:
             self.fault(f"before_commit:{table}")
             check()
@@ -280,6 +291,7 @@ class Output:
         return {t: len(self.table(t).file_uris()) for t in (*DATA_TABLES, "units")}
 
     def wipe(self) -> None:
+        self._handles.clear()
         for table in DATA_TABLES:
             self.storage.delete_tree(table)
         for part in ("units", "rounds", "run.json", "snapshot.json"):
