@@ -112,3 +112,11 @@ def actors_did_not_start(actors: int, gpus: float, cpus: float, timeout_s: int) 
         f"within {timeout_s} s. Ask for fewer (--actors, --gpus-per-actor), add nodes, or give an autoscaling "
         "cluster longer with --actor-start-timeout; `ray status` shows what the cluster has."
     )
+
+
+def patch_target_moved(number: int, target: str, versions: str) -> ModelError:
+    return ModelError(
+        f"operators/patches.py patch {number}: {target} is not where {versions} keep it, so corpus-nlp's "
+        "speed-up cannot be applied. Install the versions pinned in pyproject.toml, or update the patch "
+        "for the installed ones."
+    )

@@ -12,6 +12,9 @@ What preparation does, by embedding kind:
 - spacy-curated-transformers `CuratedTransformer` (en_core_web_trf 3.8): kept as it is. It
   windows over pieces with strided spans, which never truncate.
 - `Tok2Vec`: kept as it is; a sentencizer is added only when nothing sets sentence boundaries.
+
+Every change to a private attribute of spaCy, thinc or spacy-transformers is made through
+operators/patches.py.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from spacy.tokens import Doc, Span
 from thinc.api import Model
 from thinc.backends import get_array_ops
 
-from . import errors
+from . import errors, patches
 from .config import DEFAULT_TOKEN_BUDGET, Precision
 from .doc_arrays import sentence_token_starts, token_offsets
 from .transformer import BulkListenerPooling, BulkTransformerForward
@@ -106,17 +109,17 @@ def load_pipeline(
         tokenizer = trf_model.tokenizer
         cap = min(max_wordpieces, int(tokenizer.model_max_length))
         span_getter = CappedSentenceSpans(tokenizer, cap)
-        trf_model.attrs["get_spans"] = span_getter
+        patches.set_span_getter(trf_model, span_getter)
         nlp.add_pipe(GUARD_NAME, first=True, config={"max_bytes": span_getter.budget})
         if bulk and tokenizer.is_fast:
-            trf_model._func = BulkTransformerForward(
+            patches.replace_transformer_forward(trf_model, BulkTransformerForward(
                 trf_model, span_getter, "cuda" if use_gpu else "cpu",
                 max(token_budget or DEFAULT_TOKEN_BUDGET["gpu" if use_gpu else "cpu"], cap), precision == "bf16",
-            )
+            ))
             # the whole nlp.pipe batch in one predict: BulkTransformerForward bounds each forward call
-            nlp.get_pipe(component).cfg["max_batch_items"] = 2**62
+            patches.predict_whole_batches(nlp.get_pipe(component))
             for listener_pooling in _listener_poolings(nlp, component):
-                listener_pooling._func = BulkListenerPooling(listener_pooling._func)
+                patches.replace_listener_pooling(listener_pooling, BulkListenerPooling)
         elif precision != "fp32":  # spacy-transformers as it comes has no bf16 (its mixed_precision is fp16)
             raise errors.precision_needs_transformer(name, precision, "a pipeline with a slow (Python) tokenizer")
     elif precision != "fp32":
@@ -126,7 +129,7 @@ def load_pipeline(
 
     for _, proc in nlp.pipeline:
         if isinstance(proc, Tagger):  # taggers, senters, morphologizers
-            proc._scores2guesses = argmax_per_doc
+            patches.replace_tagger_guesses(proc, argmax_per_doc)
     meta = nlp.meta
     pipeline = Pipeline(
         nlp=nlp,
