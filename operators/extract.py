@@ -20,7 +20,7 @@ from . import schema
 from .config import Pooling
 from .pipeline import Pipeline
 from .doc_arrays import sentence_token_starts
-from .pooling import pool_sentences, release_embedding
+from .pooling import release_embedding
 
 TOKEN_ATTRS = [IDX, LENGTH, ORTH, TAG, POS, LEMMA, DEP, HEAD, ENT_IOB, ENT_TYPE, IS_SPACE]
 C_IDX, C_LEN, C_ORTH, C_TAG, C_POS, C_LEMMA, C_DEP, C_HEAD, C_IOB, C_ENT, C_SPACE = range(len(TOKEN_ATTRS))
@@ -53,7 +53,7 @@ def annotate_segment(pipeline: Pipeline, doc: Doc, char_offset: int, pooling: Po
     starts = sentence_token_starts(doc)
     n_sents = len(starts) - 1
     if n_sents:
-        vectors, valid = pool_sentences(pipeline, doc, pooling)
+        vectors, valid = pipeline.pool_sentences(doc, pooling)
     else:
         vectors = np.zeros((0, pipeline.vector_width), dtype=np.float32)
         valid = np.zeros(0, dtype=bool)

@@ -32,13 +32,14 @@ from thinc.api import Model
 from thinc.backends import get_array_ops
 
 from . import errors, patches
-from .config import DEFAULT_TOKEN_BUDGET, Precision
-from .doc_arrays import sentence_token_starts, token_offsets
+from .config import DEFAULT_TOKEN_BUDGET, Pooling, Precision
+from .doc_arrays import SPANS_KEY, sentence_token_starts, token_offsets
+from .pooling import pool_sentences
 from .transformer import BulkListenerPooling, BulkTransformerForward
 
 EmbeddingKind = Literal["transformer", "curated_transformer", "tok2vec"]
 
-SPANS_KEY = "corpus_nlp.spans"  # doc.user_data: (n_spans, 2) token ranges the transformer ran on
+__all__ = ["SPANS_KEY", "Pipeline", "load_pipeline"]  # SPANS_KEY: doc.user_data key, defined in doc_arrays
 GUARD_NAME = "corpus_nlp_split_long_tokens"
 
 
@@ -64,6 +65,10 @@ class Pipeline:
         if self.use_gpu and threading.get_ident() != self._device_thread:
             spacy.require_gpu(0)
             self._device_thread = threading.get_ident()
+
+    def pool_sentences(self, doc: Doc, mode: Pooling) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors float32 (n_sents, width), valid (n_sents,)) of the doc's sentences."""
+        return pool_sentences(self, doc, mode)
 
     def sentence_starts(self, text: str) -> list[int]:
         """Char offsets where a rule-based sentencizer starts a sentence in `text` (0 excluded)."""
@@ -144,10 +149,8 @@ def load_pipeline(
     )
     # One warm-up document: proves the pipeline runs, and tells the embedding width and which
     # token attributes it annotates (the others are written as nulls, not as empty strings).
-    from .pooling import pool_sentences  # local import: pooling imports this module's types
-
     probe = nlp("Corpus annotation starts here. It runs in Berlin.")
-    vectors, _ = pool_sentences(pipeline, probe, "mean")
+    vectors, _ = pipeline.pool_sentences(probe, "mean")
     pipeline.vector_width = int(vectors.shape[1])
     pipeline.annotates = {attr: probe.has_annotation(attr) for attr in ("TAG", "POS", "LEMMA", "DEP", "ENT_IOB")}
     return pipeline

@@ -110,3 +110,12 @@ def test_taggers_take_each_docs_guesses_in_one_copy(trf_pipeline_dir):
     assert [g.tolist() for g in argmax_per_doc(scores)] == [s.argmax(axis=1).tolist() for s in scores]
     docs = list(p.nlp.pipe(["Alice Smith works for Acme Corp in Paris.", ""]))
     assert docs[0][0].tag_ == "NNP" and len(docs[1]) == 0
+
+
+def test_pipeline_and_pooling_do_not_import_each_other():
+    import ast
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[2] / "operators" / "pooling.py"
+    imported = {node.module for node in ast.walk(ast.parse(source.read_text())) if isinstance(node, ast.ImportFrom)}
+    assert "pipeline" not in imported and "operators.pipeline" not in imported
