@@ -31,7 +31,7 @@ from jobs.bench import DEFAULT_DOCS, build_shaped_pipeline, load_texts  # noqa: 
 
 
 def stage_seconds(annotator, texts: list[str], batch_size: int, sync) -> dict[str, float]:
-    """Seconds per stage over `texts`, the stages of Annotator._annotate_units run one by one."""
+    """Seconds per stage over `texts`, the stages of Annotator._annotate_segments run one by one."""
     from operators.doc_arrays import make_docs
     from operators.extract import DocumentResult, annotate_segment, build_annotated_table
 

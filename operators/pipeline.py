@@ -54,6 +54,7 @@ class Pipeline:
     use_gpu: bool
     precision: Precision = "fp32"
     span_getter: CappedSentenceSpans | None = None  # spacy-transformers pipelines only
+    forward: BulkTransformerForward | None = None  # the bulk transformer pass, where it replaces spacy-transformers'
     annotates: dict[str, bool] = field(default_factory=dict)  # TAG, POS, LEMMA, DEP, ENT_IOB -> bool
     _device_thread: int = field(default_factory=threading.get_ident, repr=False)
 
@@ -107,7 +108,7 @@ def load_pipeline(
         raise errors.model_not_found(name, exc) from exc
 
     kind, component = _find_embedding(nlp, name)
-    span_getter = None
+    span_getter, forward = None, None
     if kind == "transformer":
         _ensure_sentences_before(nlp, component)
         trf_model = nlp.get_pipe(component).model
@@ -117,10 +118,11 @@ def load_pipeline(
         patches.set_span_getter(trf_model, span_getter)
         nlp.add_pipe(GUARD_NAME, first=True, config={"max_bytes": span_getter.budget})
         if bulk and tokenizer.is_fast:
-            patches.replace_transformer_forward(trf_model, BulkTransformerForward(
+            forward = BulkTransformerForward(
                 trf_model, span_getter, "cuda" if use_gpu else "cpu",
                 max(token_budget or DEFAULT_TOKEN_BUDGET["gpu" if use_gpu else "cpu"], cap), precision == "bf16",
-            ))
+            )
+            patches.replace_transformer_forward(trf_model, forward)
             # the whole nlp.pipe batch in one predict: BulkTransformerForward bounds each forward call
             patches.predict_whole_batches(nlp.get_pipe(component))
             for listener_pooling in _listener_poolings(nlp, component):
@@ -146,6 +148,7 @@ def load_pipeline(
         use_gpu=use_gpu,
         precision=precision,
         span_getter=span_getter,
+        forward=forward,
     )
     # One warm-up document: proves the pipeline runs, and tells the embedding width and which
     # token attributes it annotates (the others are written as nulls, not as empty strings).
