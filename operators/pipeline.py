@@ -13,8 +13,9 @@ What preparation does, by embedding kind:
   windows over pieces with strided spans, which never truncate.
 - `Tok2Vec`: kept as it is; a sentencizer is added only when nothing sets sentence boundaries.
 
-Every change to a private attribute of spaCy, thinc or spacy-transformers is made through
-operators/patches.py.
+In every pipeline, spaCy's AttributeRuler and rule Lemmatizer are replaced by their bulk versions
+where those reproduce them exactly (operators/bulk_rules.py). Every change to a private attribute
+of spaCy, thinc or spacy-transformers is made through operators/patches.py.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from thinc.api import Model
 from thinc.backends import get_array_ops
 
 from . import errors, patches
+from .bulk_rules import use_bulk_rules
 from .config import DEFAULT_TOKEN_BUDGET, Pooling, Precision
 from .doc_arrays import SPANS_KEY, sentence_token_starts, token_offsets
 from .pooling import pool_sentences
@@ -56,6 +58,7 @@ class Pipeline:
     span_getter: CappedSentenceSpans | None = None  # spacy-transformers pipelines only
     forward: BulkTransformerForward | None = None  # the bulk transformer pass, where it replaces spacy-transformers'
     annotates: dict[str, bool] = field(default_factory=dict)  # TAG, POS, LEMMA, DEP, ENT_IOB -> bool
+    bulk_components: tuple[str, ...] = ()  # components replaced by operators/bulk_rules.py
     _device_thread: int = field(default_factory=threading.get_ident, repr=False)
 
     def ensure_device(self) -> None:
@@ -88,11 +91,14 @@ def load_pipeline(
     precision: Precision = "fp32",
     token_budget: int | None = None,
     bulk: bool = True,
+    bulk_rules: bool = True,
 ) -> Pipeline:
     """Load `name` (package or path) once, on this process's GPU when `use_gpu`, and prepare it.
 
     token_budget None: DEFAULT_TOKEN_BUDGET for the device. bulk=False leaves spacy-transformers'
     own forward as it is (the benchmark's baseline: capped sentence spans, no bulk path, fp32).
+    bulk_rules=False keeps spaCy's own AttributeRuler and Lemmatizer (what the bulk ones are tested
+    against).
     """
     if use_gpu:
         try:
@@ -137,6 +143,7 @@ def load_pipeline(
     for _, proc in nlp.pipeline:
         if isinstance(proc, Tagger):  # taggers, senters, morphologizers
             patches.replace_tagger_guesses(proc, argmax_per_doc)
+    replaced = tuple(use_bulk_rules(nlp)) if bulk_rules else ()
     meta = nlp.meta
     pipeline = Pipeline(
         nlp=nlp,
@@ -149,6 +156,7 @@ def load_pipeline(
         precision=precision,
         span_getter=span_getter,
         forward=forward,
+        bulk_components=replaced,
     )
     # One warm-up document: proves the pipeline runs, and tells the embedding width and which
     # token attributes it annotates (the others are written as nulls, not as empty strings).
