@@ -61,7 +61,7 @@ class Annotator:
         self.config = config
         self.pipeline: Pipeline = pipeline or load_pipeline(
             config.model, use_gpu=use_gpu, max_wordpieces=config.max_wordpieces,
-            precision=config.precision, token_budget=config.token_budget,
+            precision=config.precision, token_budget=config.token_budget, exclude=config.exclude,
         )
         # texts are piped in groups of at most this many chars, and a longer text is cut (at sentence
         # starts) into segments no longer than a group, so an actor's memory follows --batch-chars,

@@ -42,7 +42,7 @@ KEEP_STRINGS = 500_000
 
 
 # Fingerprint entries that outputs made before the option existed lack: read as these values.
-FINGERPRINT_DEFAULTS = {"precision": "fp32"}
+FINGERPRINT_DEFAULTS = {"precision": "fp32", "exclude": ""}
 
 
 class AnnotateConfig(BaseModel):
@@ -67,6 +67,9 @@ class AnnotateConfig(BaseModel):
         None, ge=64, description="padded wordpieces per transformer forward call (spans sorted by length); None = by device"
     )
     precision: Precision = Field("fp32", description="transformer forward: fp32, or bf16 autocast (spacy-transformers pipelines)")
+    exclude: tuple[str, ...] = Field(
+        (), description="pipeline components not to load (spaCy's exclude); the columns they fill are written as nulls"
+    )
     unit_rows: int = Field(128, ge=1, description="rows per unit of work, retry and commit (whole row groups)")
     keep_strings: int = Field(
         KEEP_STRINGS, ge=0,
@@ -86,6 +89,16 @@ class AnnotateConfig(BaseModel):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
+        return value
+
+    @field_validator("exclude", mode="before")
+    @classmethod
+    def _names(cls, value: object) -> object:
+        """A comma-separated string or a list of names; blanks dropped, order and duplicates kept out."""
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, (list, tuple)):
+            value = tuple(dict.fromkeys(str(v).strip() for v in value if str(v).strip()))
         return value
 
     @field_validator("gpus_per_actor")
@@ -117,6 +130,8 @@ class AnnotateConfig(BaseModel):
         found = {"schema_version": schema_version, "model": model_id, "pooling": self.pooling}
         if self.precision != FINGERPRINT_DEFAULTS["precision"]:  # fp32 keeps the keys of outputs made before bf16 existed
             found["precision"] = self.precision
+        if self.exclude:  # likewise: nothing excluded keeps the keys of outputs made before exclude existed
+            found["exclude"] = ",".join(sorted(self.exclude))
         return found
 
     def unit_fingerprint(self, model_id: str, schema_version: str) -> str:

@@ -14,8 +14,9 @@ What preparation does, by embedding kind:
 - `Tok2Vec`: kept as it is; a sentencizer is added only when nothing sets sentence boundaries.
 
 In every pipeline, spaCy's AttributeRuler and rule Lemmatizer are replaced by their bulk versions
-where those reproduce them exactly (operators/bulk_rules.py). Every change to a private attribute
-of spaCy, thinc or spacy-transformers is made through operators/patches.py.
+where those reproduce them exactly (operators/bulk_rules.py), and components named in `exclude`
+are not loaded at all (spaCy's own `exclude`). Every change to a private attribute of spaCy, thinc
+or spacy-transformers is made through operators/patches.py.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Pipeline:
     span_getter: CappedSentenceSpans | None = None  # spacy-transformers pipelines only
     forward: BulkTransformerForward | None = None  # the bulk transformer pass, where it replaces spacy-transformers'
     annotates: dict[str, bool] = field(default_factory=dict)  # TAG, POS, LEMMA, DEP, ENT_IOB -> bool
+    excluded: tuple[str, ...] = ()  # components not loaded (spaCy's exclude)
     bulk_components: tuple[str, ...] = ()  # components replaced by operators/bulk_rules.py
     _device_thread: int = field(default_factory=threading.get_ident, repr=False)
 
@@ -90,15 +92,16 @@ def load_pipeline(
     max_wordpieces: int,
     precision: Precision = "fp32",
     token_budget: int | None = None,
+    exclude: tuple[str, ...] = (),
     bulk: bool = True,
     bulk_rules: bool = True,
 ) -> Pipeline:
     """Load `name` (package or path) once, on this process's GPU when `use_gpu`, and prepare it.
 
-    token_budget None: DEFAULT_TOKEN_BUDGET for the device. bulk=False leaves spacy-transformers'
-    own forward as it is (the benchmark's baseline: capped sentence spans, no bulk path, fp32).
-    bulk_rules=False keeps spaCy's own AttributeRuler and Lemmatizer (what the bulk ones are tested
-    against).
+    token_budget None: DEFAULT_TOKEN_BUDGET for the device. exclude: components not to load (each
+    must be one of the pipeline's). bulk=False leaves spacy-transformers' own forward as it is (the
+    benchmark's baseline: capped sentence spans, no bulk path, fp32). bulk_rules=False keeps spaCy's
+    own AttributeRuler and Lemmatizer (what the bulk ones are tested against).
     """
     if use_gpu:
         try:
@@ -108,10 +111,14 @@ def load_pipeline(
     from . import architectures  # noqa: F401  (the default pipeline's tok2vec architecture)
     from .default_model import resolve
 
+    exclude = tuple(exclude)
+    if exclude:
+        check_exclude(name, exclude)
     try:
-        nlp = spacy.load(resolve(name))
+        nlp = spacy.load(resolve(name), exclude=list(exclude))
     except (OSError, ImportError) as exc:
         raise errors.model_not_found(name, exc) from exc
+    _check_listeners(nlp, name, exclude)
 
     kind, component = _find_embedding(nlp, name)
     span_getter, forward = None, None
@@ -156,6 +163,7 @@ def load_pipeline(
         precision=precision,
         span_getter=span_getter,
         forward=forward,
+        excluded=exclude,
         bulk_components=replaced,
     )
     # One warm-up document: proves the pipeline runs, and tells the embedding width and which
@@ -189,17 +197,62 @@ def check_precision(name: str, precision: Precision) -> None:
     """In the driver, before any actor loads it: can `name` run its transformer in `precision`?"""
     if precision == "fp32":
         return
+    config = _pipeline_config(name)
+    factories = [c.get("factory") for c in config["components"].values()] if config else []
+    if "transformer" not in factories:
+        raise errors.precision_needs_transformer(name, precision, "components " + ", ".join(map(str, factories)))
+
+
+def check_exclude(name: str, exclude: tuple[str, ...]) -> None:
+    """Does pipeline `name` have every component named in `exclude`? (Read from its config: the
+    driver can ask before any actor loads it; spaCy itself ignores names it does not know.)"""
+    config = _pipeline_config(name)
+    components = list(config["nlp"]["pipeline"]) if config else []
+    unknown = [e for e in exclude if e not in components]
+    if unknown:
+        raise errors.unknown_components(name, unknown, components)
+
+
+def _pipeline_config(name: str) -> Any:
+    """The config.cfg of a pipeline package or folder (None when there is none to read)."""
     from pathlib import Path
 
     from .default_model import resolve
 
-    path = Path(resolve(name))
-    if not path.exists():
-        path = spacy.util.get_package_path(name)
+    try:
+        path = Path(resolve(name))
+        if not path.exists():
+            path = spacy.util.get_package_path(name)
+    except (OSError, ImportError) as exc:
+        raise errors.model_not_found(name, exc) from exc
     configs = sorted(path.rglob("config.cfg"), key=lambda p: len(p.parts))
-    factories = [c.get("factory") for c in spacy.util.load_config(configs[0])["components"].values()] if configs else []
-    if "transformer" not in factories:
-        raise errors.precision_needs_transformer(name, precision, "components " + ", ".join(map(str, factories)))
+    return spacy.util.load_config(configs[0]) if configs else None
+
+
+def _check_listeners(nlp: Language, name: str, exclude: tuple[str, ...]) -> None:
+    """Refuse an exclude that leaves a component listening to an embedding that was not loaded: a
+    listener names its upstream component, or "*" for whichever of its kind the pipeline has."""
+    kinds_left = {_embedding_kind(proc) for _, proc in nlp.pipeline}
+    for excluded in exclude:
+        needed_by = []
+        for comp, proc in nlp.pipeline:
+            if not isinstance(getattr(proc, "model", None), Model):
+                continue
+            for node in proc.model.walk():
+                upstream = getattr(node, "upstream_name", None)
+                kind = "transformer" if node.name.startswith("transformer-listener") else "tok2vec"
+                if upstream == excluded or (upstream == "*" and kind not in kinds_left and _factory_kind(name, excluded) == kind):
+                    needed_by.append(comp)
+                    break
+        if needed_by:
+            raise errors.excluded_needed_component(name, excluded, needed_by)
+
+
+def _factory_kind(name: str, component: str) -> str | None:
+    """"transformer" or "tok2vec" if the excluded `component` is one (read from the pipeline's config)."""
+    config = _pipeline_config(name)
+    factory = config["components"].get(component, {}).get("factory") if config else None
+    return factory if factory in ("transformer", "tok2vec") else None
 
 
 def model_id(name: str) -> str:

