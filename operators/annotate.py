@@ -179,9 +179,8 @@ def host_kernels(pipeline: Pipeline) -> Callable[[], contextlib.AbstractContextM
     oneDNN (behind torch's CPU GELU) caches a primitive per input shape, up to 1,024, for the life of
     the process, and the bulk pass meets a new shape with almost every forward call. Made all through
     a run, these small long-lived allocations land among the batches' transient arrays, so glibc's
-    heap can neither reuse nor return the holes between them. With torch's own kernel the operator's
-    heap stayed at its size after loading over 590k words, 8-9 % lower, and the run was as fast
-    (bench/PERFLOG.md #47); over 3.5M words it moves up and down with no trend (#49).
+    heap can neither reuse nor return the holes between them. With torch's own kernel the heap stays
+    flat through a run, and the run is as fast (docs/performance.md).
     bf16 on the CPU keeps oneDNN (its matrix products run there).
     """
     if pipeline.use_gpu or pipeline.embedding == "tok2vec" or pipeline.precision != "fp32":
@@ -215,9 +214,8 @@ _MALLOC_TRIM = _malloc_trim()
 def release_free_memory() -> None:
     """Give the heap pages that a batch's Docs and arrays freed back to the OS (glibc keeps them).
 
-    Without it an actor's RSS can stay near the high-water mark of its largest batch so far
-    (bench/PERFLOG.md #19 measures it together with --batch-chars). In the Ray actors Arrow's
-    buffers come from this heap too (jobs.annotate.worker_env, #50).
+    Without it an actor's RSS can stay near the high-water mark of its largest batch so far. In the
+    Ray actors Arrow's buffers come from this heap too (jobs.annotate.worker_env).
     """
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)

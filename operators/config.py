@@ -18,26 +18,23 @@ DEFAULT_MODEL = "corpus_nlp_minilm"  # operators/default_model.py: MiniLM + head
 Pooling = Literal["mean", "mean_content"]
 # Transformer forward pass: fp32, or bf16 autocast with float32 hidden states out
 # (operators/transformer.py). Tags, entities and vectors may differ slightly from fp32.
-# (spacy-transformers' own `mixed_precision` is fp16 autocast with a grad scaler: slower in our GPU probe.)
+# (spacy-transformers' own `mixed_precision` is fp16 autocast with a grad scaler, which was slower.)
 Precision = Literal["fp32", "bf16"]
 # Padded wordpieces per transformer forward call: spans run sorted by length in buckets this big
-# (operators/transformer.py); bounds one call's memory too. On CPU small calls are
-# fastest (cache-sized: 1,024 gave 3.6x spacy-transformers' one padded call, bench/PERFLOG.md);
-# a GPU needs large ones to fill it (16,384: not yet measured on a GPU).
+# (operators/transformer.py); bounds one call's memory too. On CPU small, cache-sized calls are
+# fastest; a GPU needs large ones to fill it (docs/performance.md).
 DEFAULT_TOKEN_BUDGET = {"cpu": 1_024, "gpu": 16_384}
 # Characters per nlp.pipe batch (a longer text is cut into segments that fit: segment_limit below).
 # An actor's memory follows the text of its current batch, so this bounds the actor's peak whatever
-# documents the corpus holds; on CPU 50,000 instead of 200,000 cut the two actors' peak RSS by 18 %
-# (bench/PERFLOG.md #19; the rate moved less than it varies between runs; 20,000 and 10,000 did not
-# lower a long run's peak further and were slower, #23). A GPU needs big batches to stay busy:
-# 200,000 there (what batches were cut at before, 2 x segment_chars).
+# documents the corpus holds. On CPU a small batch keeps the peak low at no cost in speed; a GPU
+# needs big batches to stay busy.
 DEFAULT_BATCH_CHARS = {"cpu": 50_000, "gpu": 200_000}
 
 
 # An actor's vocab keeps the strings (and lexemes) of the words it meets until it holds this many;
 # after that every batch runs in spaCy's memory zone, which frees the strings the batch added. The
 # frequent words are met early and stay, so tokenizing them costs no new lexeme (a zone for every
-# batch was 30 % slower, bench/PERFLOG.md), and an actor's vocab stays bounded however large the corpus.
+# batch is markedly slower), and an actor's vocab stays bounded however large the corpus.
 KEEP_STRINGS = 500_000
 
 
@@ -119,8 +116,7 @@ class AnnotateConfig(BaseModel):
     @property
     def segment_limit(self) -> int:
         """Texts longer than this are cut at sentence starts: segment_chars, lowered to batch_chars so
-        that no segment outgrows a batch (a 100,000-char text as one Doc peaked at 760 MiB over an
-        actor's resident size, as two at 410: bench/PERFLOG.md #21). With batch_chars left to the
+        that no segment outgrows a batch (a long text's memory stays a batch's). With batch_chars left to the
         device, the smaller default applies on every device: where texts are cut changes their rows,
         so it must not depend on the device (it is part of the unit keys)."""
         return min(self.segment_chars, self.batch_chars or min(DEFAULT_BATCH_CHARS.values()))

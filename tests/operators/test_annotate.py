@@ -235,7 +235,7 @@ def _onednn_executions(run, capfd) -> int:
 
 
 def test_an_fp32_transformer_runs_without_onednn_on_the_cpu(trf_pipeline_dir, capfd):
-    # oneDNN's per-shape primitive cache pinned holes in an actor's heap (bench/PERFLOG.md #47)
+    # oneDNN's per-shape primitive cache pins holes in an actor's heap (operators.annotate.host_kernels)
     import torch
 
     texts = [" ".join(["word"] * n) + "." for n in range(5, 40, 3)]
