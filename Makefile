@@ -24,7 +24,7 @@ demo: setup
 	rm -rf out/demo
 	$(BIN)/corpus-nlp annotate data/ewt_sample.parquet out/demo
 	$(BIN)/python -c "import polars as pl; \
-	print(pl.scan_parquet('out/demo/entities/**/*.parquet').group_by('label').agg(pl.len().alias('n'), pl.col('text').mode().first().alias('most_common')).sort('n', descending=True).head(8).collect())"
+	print(pl.scan_delta('out/demo/entities').group_by('label').agg(pl.len().alias('n'), pl.col('text').mode().first().alias('most_common')).sort('n', descending=True).head(8).collect())"
 
 test: setup
 	$(BIN)/python -m pytest

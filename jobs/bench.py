@@ -1,12 +1,15 @@
 """`corpus-nlp bench`: in one run, on one machine, the same texts through the same pipeline:
 
 1. baseline   single-process `nlp.pipe` (best of several batch sizes); on CPU also n_process=2
-2. corpus-nlp end to end, Parquet in -> Parquet out through Ray, Ray's start included
+2. corpus-nlp end to end, Parquet in -> Delta out through Ray, Ray's start included, once per
+              input layout (`--layout`: written as polars, pyarrow or Spark-like many files write
+              them) or on a given `--input` as it is
 3. limit      the pipeline's transformer alone, bf16 autocast, 128-wordpiece windows sorted by
               length (skipped for a Tok2Vec pipeline)
 
-It prints words/s (words = non-whitespace tokens), the ratios 2/1 and 2/3, peak GPU memory and
-the peak RSS of the process tree (the driver, Ray and its workers), and writes JSON and a PNG.
+It prints words/s (words = non-whitespace tokens), the ratios 2/1 and 2/3, how busy the actors
+were, what planning, commits and compaction cost, peak GPU memory and the peak RSS of the process
+tree (the driver, Ray and its workers), and writes JSON and a PNG.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from array import array
 from pathlib import Path
 from typing import Annotated, Any
 
+import polars as pl
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,10 +33,11 @@ from rich.console import Console
 from rich.table import Table
 
 from operators.annotate import release_free_memory
-from operators.config import DEFAULT_MODEL, AnnotateConfig
+from operators.config import DEFAULT_MODEL, RunConfig
 from operators.default_model import minilm_dir
 
 DEFAULT_DOCS = "../shared/data/ewt/docs.jsonl"
+LAYOUTS = "polars (one file, polars' defaults), row-groups-N (one file, N-row groups), files-N (N files)"
 BUNDLED_SAMPLE = Path(__file__).resolve().parents[1] / "data" / "ewt_sample.parquet"
 SHAPES = {  # random-weight transformers of these shapes, with the MiniLM tokenizer
     "bert-base": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072},
@@ -143,7 +148,36 @@ def build_shaped_pipeline(path: Path, shape: str, parser: bool = True) -> str:
     return str(path / "pipeline")
 
 
-def load_texts(source: str, words: int) -> list[str]:
+def build_tok2vec_tiny(path: Path) -> str:
+    """A near-free pipeline: blank English and a 32-wide Tok2Vec (random weights), so what a run
+    measures is corpus-nlp's own cost: reading, scheduling, writing, committing."""
+    import spacy
+
+    nlp = spacy.blank("en")
+    nlp.meta["name"] = "tok2vec_tiny"
+    nlp.add_pipe("tok2vec", config={"model": {
+        "@architectures": "spacy.Tok2Vec.v2",
+        "embed": {"@architectures": "spacy.MultiHashEmbed.v2", "width": 32, "attrs": ["NORM", "SHAPE"],
+                  "rows": [500, 50], "include_static_vectors": False},
+        "encode": {"@architectures": "spacy.MaxoutWindowEncoder.v2", "width": 32, "depth": 1, "window_size": 1, "maxout_pieces": 2},
+    }})
+    nlp.initialize()
+    nlp.to_disk(path)
+    return str(path)
+
+
+def load_sentences(source: str, words: int, documents: int | None = None) -> list[str]:
+    """EWT's sentences (the `# text` lines of the CoNLL-U files beside `source`), one document each,
+    in one fixed shuffled order, repeated until they hold about `words` words."""
+    folder = Path(source).parent
+    base = [line[len("# text = "):].strip() for name in ("en_ewt-ud-train.conllu", "en_ewt-ud-dev.conllu")
+            if (folder / name).exists() for line in open(folder / name, encoding="utf-8") if line.startswith("# text = ")]
+    if not base:
+        raise typer.BadParameter(f"--texts sentences needs EWT's CoNLL-U files beside {source}")
+    return _repeat(base, words, documents)
+
+
+def load_texts(source: str, words: int, documents: int | None = None) -> list[str]:
     """EWT documents (CC BY-SA 4.0) in one fixed shuffled order, repeated until they hold about
     `words` words. Shuffled because the file's own order starts with its longest documents (its
     first 49 hold 60,000 words, a third of all): a small corpus then has the mix of lengths that a
@@ -153,13 +187,19 @@ def load_texts(source: str, words: int) -> list[str]:
             base = [json.loads(line)["text"] for line in handle]
     else:
         base = pq.read_table(BUNDLED_SAMPLE, columns=["text"]).column("text").to_pylist()
+    return _repeat(base, words, documents)
+
+
+def _repeat(base: list[str], words: int, documents: int | None = None) -> list[str]:
+    """`base` in one fixed shuffled order, repeated until `words` words (or `documents` texts)."""
+    base = list(base)
     random.Random(0).shuffle(base)
     texts, count = [], 0
-    while count < words:
+    while count < words and (documents is None or len(texts) < documents):
         for text in base:
             texts.append(text)
             count += len(text.split())
-            if count >= words:
+            if count >= words or (documents is not None and len(texts) >= documents):
                 break
     return texts
 
@@ -365,15 +405,28 @@ def bench_nlp_pipe_processes(model: str, texts: list[str], batch_size: int, n_pr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def write_corpus(texts: list[str], path: Path, unit_rows: int | None) -> Path:
-    """The corpus as `annotate` reads it: Parquet with id and text, row groups no longer than a unit."""
-    rows = min(64, unit_rows or 64)  # units are whole row groups
-    pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), path, row_group_size=rows)
-    return path
+def write_corpus(texts: list[str], folder: Path, layout: str) -> Path:
+    """The corpus as users' files hold it: `polars` one file with polars' defaults (one row group),
+    `row-groups-N` one file of N-row groups (pyarrow), `files-N` N files (as Spark writes a table)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = list(range(len(texts)))
+    if layout == "polars":
+        pl.DataFrame({"id": ids, "text": texts}).write_parquet(folder / "corpus.parquet")
+    elif layout.startswith("row-groups-"):
+        pq.write_table(pa.table({"id": ids, "text": texts}), folder / "corpus.parquet", row_group_size=int(layout.rsplit("-", 1)[1]))
+    elif layout.startswith("files-"):
+        n = min(int(layout.rsplit("-", 1)[1]), len(texts))
+        bounds = [len(texts) * i // n for i in range(n + 1)]  # as even as can be, none empty
+        for i in range(n):
+            a, b = bounds[i], bounds[i + 1]
+            pl.DataFrame({"id": ids[a:b], "text": texts[a:b]}).write_parquet(folder / f"part-{i:05d}.parquet")
+    else:
+        raise typer.BadParameter(f"unknown --layout {layout!r}; the layouts are {LAYOUTS}")
+    return folder
 
 
 def bench_corpus_nlp(model: str, corpus: Path, workdir: Path, gpu: bool, batch_size: int, **options: Any) -> dict:
-    """`jobs.annotate.run` on the Parquet `corpus`; `options` are AnnotateConfig fields (None = its default)."""
+    """`jobs.annotate.run` on the Parquet `corpus`; `options` are RunConfig fields (None = its default)."""
     import ray
 
     from jobs.annotate import run, start_ray
@@ -387,19 +440,43 @@ def bench_corpus_nlp(model: str, corpus: Path, workdir: Path, gpu: bool, batch_s
         # on a GPU with no --gpus-per-actor: as `annotate` plans it (several pipelines per GPU)
         options = ({} if gpu else {"gpus_per_actor": 0.0}) | {k: v for k, v in options.items() if v is not None}
         output = tempfile.mkdtemp(prefix="out-", dir=workdir)
-        report = run(AnnotateConfig(input=str(corpus), output=output, model=model, batch_size=batch_size, **options),
+        report = run(RunConfig(input=str(corpus), output=output, model=model, batch_size=batch_size, **options),
                      console=Console(stderr=True, quiet=True))
     finally:
         ray.shutdown()
     shutil.rmtree(output)  # a big run's sentence vectors alone take GBs
     seconds = time.perf_counter() - start
     return {"seconds": round(seconds, 2), "ray_start_seconds": round(ray_start, 2), "words": report.words,
-            "words_per_s": round(report.words / seconds, 1),
+            "documents": report.documents, "words_per_s": round(report.words / seconds, 1),
             # without Ray's start and pipeline loading: from the first unit taken up to the last one done
             "processing_seconds": round(report.processing_seconds, 2),
             "processing_started": report.processing_started,
             "processing_words_per_s": round(report.processing_words_per_second, 1),
-            "actors": report.actors, "gpus_per_actor": report.gpus_per_actor, "errors": report.errors}
+            "actors": report.actors, "gpus_per_actor": report.gpus_per_actor, "errors": report.errors,
+            "units": report.units.get("processed", 0), **report.input_files, **report.timings,
+            **{k: v for k, v in report.commits.items() if k.endswith("seconds")},
+            "busy": busy_summary(report.busy, report.actors)}
+
+
+def busy_summary(busy: list[dict], actors: int, buckets: int = 10) -> dict:
+    """How busy the actors were: the share of actor-time spent in units from the first unit started to
+    the last one done, that share in each tenth of that time, and how long actors waited at the end."""
+    if not busy:
+        return {}
+    start = min(b["started"] for b in busy)
+    end = max(b["started"] + b["seconds"] for b in busy)
+    span = max(end - start, 1e-9)
+    width = span / buckets
+    shares = []
+    for k in range(buckets):
+        lo, hi = start + k * width, start + (k + 1) * width
+        covered = sum(max(0.0, min(hi, b["started"] + b["seconds"]) - max(lo, b["started"])) for b in busy)
+        shares.append(round(covered / (width * actors), 3))
+    last_done = {}
+    for b in busy:
+        last_done[b["actor"]] = max(last_done.get(b["actor"], 0.0), b["started"] + b["seconds"])
+    return {"share": round(sum(b["seconds"] for b in busy) / (span * actors), 3), "share_by_tenth": shares,
+            "tail_idle_seconds": round(sum(end - t for t in last_done.values()) / max(1, len(last_done)), 2)}
 
 
 def bench_transformer_limit(model: str, texts: list[str], gpu: bool, batch_size: int = 256, window: int = 128) -> dict | None:
@@ -475,17 +552,21 @@ def plot(results: dict, path: Path) -> None:
 
 def command(
     model: Annotated[str, typer.Option(help="Pipeline to measure (ignored with --shape)")] = DEFAULT_MODEL,
-    shape: Annotated[str | None, typer.Option(help="Build a random-weight transformer pipeline: bert-base, minilm or tiny")] = None,
-    parser: Annotated[bool, typer.Option(help="Include a parser in a --shape pipeline")] = True,
-    words: Annotated[int, typer.Option(help="Corpus size in words (EWT documents repeated)")] = 50_000,
+    shape: Annotated[str | None, typer.Option(help="Build a pipeline instead: a random-weight transformer (bert-base, minilm, tiny) with heads, or tok2vec-tiny (near-free: what corpus-nlp itself costs)")] = None,
+    parser: Annotated[bool, typer.Option(help="Include a parser in a transformer --shape pipeline")] = True,
+    words: Annotated[int, typer.Option(help="Corpus size in words (EWT repeated)")] = 50_000,
+    documents: Annotated[int | None, typer.Option(help="Corpus size in documents instead (EWT repeated)")] = None,
+    texts_kind: Annotated[str, typer.Option("--texts", help="documents (EWT's documents) or sentences (each EWT sentence a document)")] = "documents",
+    layout: Annotated[str, typer.Option(help=f"How the corpus is written, a comma list runs corpus-nlp on each: {LAYOUTS}")] = "polars",
+    input: Annotated[str | None, typer.Option(help="Annotate this INPUT as it is instead of writing a corpus (no baselines)")] = None,
     baseline_words: Annotated[int | None, typer.Option(help="Run the nlp.pipe baselines on the first N words of the same corpus only (a slow baseline on a corpus sized for a fast cluster); default: all of it")] = None,
     device: Annotated[str, typer.Option(help="cpu or gpu")] = "cpu",
     batch_sizes: Annotated[str, typer.Option(help="nlp.pipe batch sizes to try for the baseline")] = "16,64,256",
     docs: Annotated[str, typer.Option(help="EWT docs.jsonl (falls back to the bundled sample)")] = DEFAULT_DOCS,
-    out: Annotated[str, typer.Option(help="Folder for bench.json and bench.png")] = "bench/results",
-    baselines: Annotated[bool, typer.Option(help="Also run nlp.pipe and the raw transformer (--no-baselines: corpus-nlp only, e.g. to compare memory across corpus sizes)")] = True,
+    out: Annotated[str, typer.Option(help="Folder for bench.json and bench.png")] = "out/bench",
+    baselines: Annotated[bool, typer.Option(help="Also run nlp.pipe and the raw transformer (--no-baselines: corpus-nlp only)")] = True,
     actors: Annotated[int | None, typer.Option(help="corpus-nlp actors (default: as `annotate` plans them)")] = None,
-    unit_rows: Annotated[int | None, typer.Option(help="corpus-nlp rows per unit (default: as `annotate`)")] = None,
+    unit_mb: Annotated[str | None, typer.Option(help="corpus-nlp text per unit at most, MB, a comma list runs each (default: as `annotate`)")] = None,
     gpus_per_actor: Annotated[str | None, typer.Option(help="corpus-nlp GPU share per actor, e.g. 0.25 for four actors per GPU, auto as `annotate` plans it; a comma list runs each (default: auto)")] = None,
     precision: Annotated[str, typer.Option(help="Transformer forward in corpus-nlp: fp32 or bf16, or a comma list to run each (nlp.pipe stays fp32)")] = "fp32",
     token_budget: Annotated[int | None, typer.Option(help="corpus-nlp padded wordpieces per transformer call (default: as `annotate`)")] = None,
@@ -495,11 +576,16 @@ def command(
     gpu = device == "gpu"
     sizes = [int(b) for b in batch_sizes.split(",")]
     console = Console(width=160)
+    baselines = baselines and input is None
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        name = build_shaped_pipeline(workdir / "shaped", shape, parser) if shape else model
-        texts = load_texts(docs, words)
-        baseline_texts = load_texts(docs, baseline_words) if baseline_words else texts  # the same texts' start
+        if shape == "tok2vec-tiny":
+            name = build_tok2vec_tiny(workdir / "tok2vec_tiny")
+        else:
+            name = build_shaped_pipeline(workdir / "shaped", shape, parser) if shape else model
+        load = load_sentences if texts_kind == "sentences" else load_texts
+        texts = load(docs, words if documents is None else 10**12, documents) if input is None else []
+        baseline_texts = load(docs, baseline_words) if baseline_words else texts  # the same texts' start
         runs: dict[str, Any] = {}
         rss: dict[str, int] = {}
         if baselines:
@@ -511,34 +597,38 @@ def command(
                 runs["nlp.pipe n_process=2"] = bench_nlp_pipe_processes(name, baseline_texts, max(sizes), 2, workdir)
             rss["nlp.pipe n_process=2"] = peak.peak
         # annotate's driver never holds the corpus's text: neither does this one while corpus-nlp runs
-        # (its copy would count in the run's memory, and grow with the corpus)
-        corpus = write_corpus(texts, workdir / "corpus.parquet", unit_rows)
+        layouts = [("input", Path(input))] if input else [(lay, write_corpus(texts, workdir / lay, lay)) for lay in layout.split(",")]
         del texts, baseline_texts
         release_free_memory()
-        configs = [(p, None if g in (None, "auto") else float(g)) for p in precision.split(",")
-                   for g in (gpus_per_actor.split(",") if gpus_per_actor else [None])]
+        unit_sizes = [float(u) for u in unit_mb.split(",")] if unit_mb else [None]
+        configs = [(lay, path, p, None if g in (None, "auto") else float(g), u) for lay, path in layouts for p in precision.split(",")
+                   for g in (gpus_per_actor.split(",") if gpus_per_actor else [None]) for u in unit_sizes]
         e2e_names = []
-        for p, g in configs:
-            run_name = "corpus-nlp" if len(configs) == 1 else f"corpus-nlp {p}, " + ("planned" if g is None else f"{g:g} GPU/actor")
+        for lay, path, p, g, u in configs:
+            parts = ([lay] if len(layouts) > 1 else []) + ([p] if len(precision.split(",")) > 1 else []) + (
+                [("planned" if g is None else f"{g:g} GPU/actor")] if gpus_per_actor and len(gpus_per_actor.split(",")) > 1 else []) + (
+                [f"{u:g} MB units"] if len(unit_sizes) > 1 else [])
+            run_name = "corpus-nlp" + (f" {', '.join(parts)}" if parts else "")
             e2e_names.append(run_name)
             with PeakRSS() as peak:
                 runs[run_name] = bench_corpus_nlp(
-                    name, corpus, workdir, gpu, max(sizes) if gpu else 64,
-                    unit_rows=unit_rows, actors=actors, gpus_per_actor=g, precision=p, token_budget=token_budget,
+                    name, path, workdir, gpu, max(sizes) if gpu else 64,
+                    unit_mb=u, actors=actors, gpus_per_actor=g, precision=p, token_budget=token_budget,
                     batch_chars=batch_chars,
                 )
-            runs[run_name]["precision"] = p
+            runs[run_name].update(precision=p, layout=lay, unit_mb=u)
             processing = runs[run_name].pop("processing_started"), runs[run_name]["processing_seconds"]
             rss_processing = {q: round(v / 2**20) for q, v in peak.processing_levels(*processing).items()}
             rss_kind_processing = {kind: {q: round(v / 2**20) for q, v in levels.items()}
                                    for kind, levels in peak.kind_levels(*processing).items()}
             runs[run_name]["peak_gpu_mib"] = round(peak.gpu_peak / 2**20) if peak.gpu_peak else None
+            runs[run_name]["driver_peak_rss_mib"] = round(peak.by_kind.get("driver", 0) / 2**20)
             rss[run_name] = peak.peak
         # memory by process and by half: of the last corpus-nlp run
         rss_by_kind = {kind: round(v / 2**20) for kind, v in sorted(peak.by_kind.items())}
         rss_halves = {half: round(v / 2**20) for half, v in peak.halves().items()}
         rss_levels = {q: round(v / 2**20) for q, v in peak.percentiles().items()}
-        texts = pq.read_table(corpus, columns=["text"]).column("text").to_pylist() if baselines else []
+        texts = pl.scan_parquet(str(layouts[0][1])).select("text").collect()["text"].to_list() if baselines else []
         runs["transformer bf16"] = bench_transformer_limit(name, texts, gpu) if baselines else None
     gpu_peak = None
     if gpu:
@@ -557,10 +647,14 @@ def command(
                 ratios[f"{label} / nlp.pipe n_process=2{suffix}"] = round(e2e / runs["nlp.pipe n_process=2"]["words_per_s"], 3)
             if runs["transformer bf16"]:
                 ratios[f"{label} / transformer bf16{suffix}"] = round(e2e / runs["transformer bf16"]["words_per_s"], 3)
+    if len(e2e_names) > 1:  # wall time of each run against the first one's
+        for run_name in e2e_names[1:]:
+            ratios[f"{run_name} seconds / {e2e_names[0]} seconds"] = round(runs[run_name]["seconds"] / runs[e2e_names[0]]["seconds"], 3)
     results = {
         "model": shape or model, "machine": _machine(device), "words": runs[e2e_names[0]]["words"],
         "options": {"precision": precision, "token_budget": token_budget, "batch_chars": batch_chars, "gpus_per_actor": gpus_per_actor, "actors": actors,
-                    "unit_rows": unit_rows, **({"baseline_words": baseline_words} if baseline_words else {})},
+                    "unit_mb": unit_mb, "layout": "input" if input else layout, "texts": texts_kind, "documents": documents,
+                    **({"baseline_words": baseline_words} if baseline_words else {})},
         "runs": runs, "ratios": ratios, "peak_rss_mib": {k: round(v / 2**20) for k, v in rss.items()},
         "corpus_nlp_peak_rss_mib_by_process": rss_by_kind,
         "corpus_nlp_peak_rss_mib_by_half": rss_halves,
@@ -570,16 +664,27 @@ def command(
         "peak_gpu_mib": round(gpu_peak / 2**20) if gpu_peak else None,
     }
     table = Table(title=f"{results['model']} on {results['machine']}, {results['words']:,} words")
-    for column in ("run", "words/s", "after load", "seconds", "actors", "peak RSS MiB", "peak GPU MiB"):
+    for column in ("run", "words/s", "after load", "seconds", "actors", "units", "busy", "peak RSS MiB", "peak GPU MiB"):
         table.add_column(column)
     for run_name, r in runs.items():
         if r:
             table.add_row(run_name, f"{r['words_per_s']:,.0f}", f"{r['processing_words_per_s']:,.0f}" if "processing_words_per_s" in r else "",
-                          str(r["seconds"]), str(r.get("actors", "")), str(results["peak_rss_mib"].get(run_name, "")),
-                          str(r.get("peak_gpu_mib") or ""))
+                          str(r["seconds"]), str(r.get("actors", "")), str(r.get("units", "")),
+                          f"{r['busy']['share']:.2f}" if r.get("busy") else "",
+                          str(results["peak_rss_mib"].get(run_name, "")), str(r.get("peak_gpu_mib") or ""))
     console.print(table)
     for label, value in ratios.items():
         console.print(f"{label}: {value:.3f}")
+    for run_name in e2e_names:
+        r = runs[run_name]
+        console.print(
+            f"{run_name}: {r.get('files', 0)} input file(s), {r.get('row_groups_read', 0)} row group(s) read once by "
+            f"{r.get('read_tasks', 0)} read task(s); footers {r.get('footers_seconds', 0)} s, planning {r.get('plan_seconds', 0)} s; "
+            f"commits {r.get('commit_seconds', 0)} s, compaction {r.get('compact_seconds', 0)} s, vacuum {r.get('vacuum_seconds', 0)} s; "
+            f"driver peak RSS {r['driver_peak_rss_mib']:,} MiB; actors busy by tenth of the processing: "
+            + " ".join(f"{v:.2f}" for v in (r.get("busy") or {}).get("share_by_tenth", []))
+            + f"; mean idle at the end {(r.get('busy') or {}).get('tail_idle_seconds', 0)} s"
+        )
     console.print("corpus-nlp: Ray's start and pipeline loading are included in words/s, not in 'after load' "
                   f"(Ray start {runs[e2e_names[0]]['ray_start_seconds']} s); peak GPU memory of this process "
                   f"(nlp.pipe, raw transformer): {results['peak_gpu_mib']} MiB; of all processes: 'peak GPU MiB'")

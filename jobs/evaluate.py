@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
@@ -20,16 +19,17 @@ from rich.console import Console
 from rich.table import Table
 
 from jobs.annotate import run
-from operators.config import DEFAULT_MODEL, AnnotateConfig
+from operators import query
+from operators.config import DEFAULT_MODEL, RunConfig
 from operators.scoring import Predicted, predicted_from_doc, read_gold, score
 
 DEFAULT_GOLD = "../shared/data/ewt/gold_dev.jsonl"
 
 
 def corpus_nlp_predictions(output: str) -> dict[str, Predicted]:
-    tokens = pl.scan_parquet(f"{output}/tokens/**/*.parquet").select("doc_id", "start_char", "end_char", "tag").collect()
-    ents = pl.scan_parquet(f"{output}/entities/**/*.parquet").select("doc_id", "start_char", "end_char", "label").collect()
-    sents = pl.scan_parquet(f"{output}/sentences/**/*.parquet").select("doc_id", "start_char").collect()
+    tokens = query.scan(output, "tokens").select("doc_id", "start_char", "end_char", "tag").collect()
+    ents = query.scan(output, "entities").select("doc_id", "start_char", "end_char", "label").collect()
+    sents = query.scan(output, "sentences").select("doc_id", "start_char").collect()
     grouped = {
         name: {k[0]: frame.drop("doc_id").rows() for k, frame in df.group_by("doc_id")}
         for name, df in (("tokens", tokens), ("ents", ents), ("sents", sents))
@@ -59,7 +59,7 @@ def evaluate(gold_path: str, model: str, workdir: str, actors: int | None = None
         gold = heldout(gold)
     corpus = Path(workdir) / "input.parquet"
     pq.write_table(pa.table({"id": [d.id for d in gold], "text": [d.text for d in gold]}), corpus)
-    summary = run(AnnotateConfig(input=str(corpus), output=str(Path(workdir) / "output"), model=model, actors=actors))
+    summary = run(RunConfig(input=str(corpus), output=str(Path(workdir) / "output"), model=model, actors=actors))
     ours = score(gold, corpus_nlp_predictions(str(Path(workdir) / "output")))
 
     import spacy

@@ -1,7 +1,7 @@
-"""The annotation operator: Arrow batch of (id, text[, path]) in, one annotated row per document out.
+"""The annotation operator: Arrow batch of (id, text[, source]) in, one annotated row per document out.
 
-Ray Data runs one instance per actor (jobs/annotate.py); tests call it directly. It holds one
-spaCy pipeline, loaded once in __init__, inside the process that uses it.
+Each pipeline actor holds one (operators/unit_annotator.py); tests and `search` call it directly.
+It holds one spaCy pipeline, loaded once in __init__, inside the process that uses it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import ctypes.util
 import json
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,17 +20,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import errors
-from .config import DEFAULT_BATCH_CHARS, AnnotateConfig
+from .config import DEFAULT_BATCH_CHARS, AnnotatorConfig
 from .doc_arrays import make_docs
 from .extract import DocumentResult, SegmentAnnotations, annotate_segment, build_annotated_table
 from .pipeline import Pipeline, load_pipeline
 from .segment import segment_bounds
-from .units import InputUnit, read_unit
-from .writer import UnitWriter
 
 log = logging.getLogger(__name__)
 
-PATH_COLUMN = "path"  # the source file of each row
+PATH_COLUMN = "source"  # the input file of each row (operators/units.py writes it)
 # Fault injection for tests (read once per actor): JSON {"delay_s": seconds before every nlp.pipe
 # call, "oom_above": raise a MemoryError for any nlp.pipe call of more texts than this}.
 FAULTS_ENV = "CORPUS_NLP_FAULTS"
@@ -56,12 +53,12 @@ class Annotator:
     `host_seconds()` the rest, and `words` (tokens that are not whitespace) annotated.
     """
 
-    def __init__(self, config: AnnotateConfig, use_gpu: bool = False, pipeline: Pipeline | None = None):
+    def __init__(self, config: AnnotatorConfig, use_gpu: bool = False, pipeline: Pipeline | None = None):
         """`pipeline`: an already loaded one, for tests that compare pipelines; else loaded from `config`."""
         self.config = config
         self.pipeline: Pipeline = pipeline or load_pipeline(
             config.model, use_gpu=use_gpu, max_wordpieces=config.max_wordpieces,
-            precision=config.precision, token_budget=config.token_budget, exclude=config.exclude,
+            precision=config.precision, token_budget=config.token_budget, exclude=config.excluded,
         )
         # texts are piped in groups of at most this many chars, and a longer text is cut (at sentence
         # starts) into segments no longer than a group, so an actor's memory follows --batch-chars,
@@ -277,71 +274,3 @@ def _groups(segments: list[_Segment], max_segments: int, max_chars: int) -> list
     if current:
         groups.append(current)
     return groups
-
-
-UNIT_STATS_SCHEMA = pa.schema(
-    [
-        pa.field("key", pa.string()),
-        pa.field("path", pa.string()),
-        pa.field("status", pa.string()),  # ok | failed (the unit is then not committed)
-        pa.field("error", pa.string()),
-        pa.field("files", pa.string()),  # JSON {table: path relative to OUTPUT}
-        pa.field("documents", pa.int64()),
-        pa.field("errors", pa.int64()),
-        pa.field("tokens", pa.int64()),
-        pa.field("words", pa.int64()),
-        pa.field("sentences", pa.int64()),
-        pa.field("entities", pa.int64()),
-        pa.field("first_error", pa.string()),
-        pa.field("seconds", pa.float64()),
-        pa.field("started", pa.float64()),  # wall clock (epoch seconds) when the actor took the unit up
-        pa.field("worker", pa.string()),  # JSON: where the unit ran (host, pid, node's raylet, GPU)
-    ]
-)
-
-
-class UnitAnnotator:
-    """`UnitAnnotator(config)(units) -> one stats row per unit`: read, annotate and write each unit.
-
-    The rows of `units` are InputUnit.to_row() dicts. A unit whose input cannot be read (or whose
-    files cannot be written) comes back with status "failed" and leaves no files; documents that
-    fail inside a readable unit are written with status=error as usual.
-    """
-
-    def __init__(self, config: AnnotateConfig, use_gpu: bool = False):
-        self.annotator = Annotator(config, use_gpu=use_gpu)
-        self.config = config
-        self.worker = json.dumps(
-            {
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "raylet_pid": os.environ.get("RAY_RAYLET_PID"),  # one raylet per node
-                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                "device": "gpu" if use_gpu else "cpu",
-            }
-        )
-
-    def __call__(self, units: pa.Table) -> pa.Table:
-        return pa.Table.from_pylist([self.process(InputUnit.from_row(u)) for u in units.to_pylist()], schema=UNIT_STATS_SCHEMA)
-
-    def process(self, unit: InputUnit) -> dict:
-        start, started = time.perf_counter(), time.time()
-        writer = UnitWriter(self.config.output, unit.key, self.config.pooling, self.config.precision)
-        columns = [self.config.id_column, self.config.text_column]
-        try:
-            for record_batch in read_unit(unit, columns, self.config.batch_size):
-                batch = pa.Table.from_batches([record_batch])
-                batch = batch.append_column(PATH_COLUMN, pa.array([unit.path] * batch.num_rows, pa.string()))
-                writer.write(self.annotator(batch))
-            files = writer.commit()
-        except (OSError, pa.ArrowException) as exc:  # unreadable input or unwritable output: reported per unit
-            writer.abort()
-            log.warning("unit %s of %s failed: %s", unit.key, unit.path, describe(exc))
-            return {**_EMPTY_STATS, "key": unit.key, "path": unit.path, "status": "failed", "error": describe(exc),
-                    "files": "{}", "seconds": time.perf_counter() - start, "started": started, "worker": self.worker}
-        return {"key": unit.key, "path": unit.path, "status": "ok", "error": None, "files": json.dumps(files),
-                **writer.stats, "first_error": writer.first_error, "seconds": time.perf_counter() - start,
-                "started": started, "worker": self.worker}
-
-
-_EMPTY_STATS = {"documents": 0, "errors": 0, "tokens": 0, "words": 0, "sentences": 0, "entities": 0, "first_error": None}

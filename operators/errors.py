@@ -49,8 +49,9 @@ def schema_drift(column: str, first: tuple[object, str], other: tuple[object, st
 def output_has_other_run(output: str, found: dict, wanted: dict) -> OutputError:
     diff = ", ".join(f"{k}: {found.get(k)!r} there, {wanted.get(k)!r} now" for k in wanted if found.get(k) != wanted.get(k))
     return OutputError(
-        f"{output} holds the output of another configuration ({diff}). Use another OUTPUT, or pass "
-        "--overwrite to delete it and start over."
+        f"{output} was annotated with another configuration ({diff}); its rows would not be comparable "
+        "with this run's. A model whose weights or config changed (retrained in place, say) counts as "
+        "another model. Use another OUTPUT, or pass --overwrite to delete it and start over."
     )
 
 
@@ -58,6 +59,23 @@ def output_not_empty(output: str, n_units: int) -> OutputError:
     return OutputError(
         f"{output} already holds {n_units} committed unit(s). Pass --resume to finish that run, run "
         "`corpus-nlp nightly` to add what is new, or --overwrite to start over."
+    )
+
+
+def output_old_layout(output: str) -> OutputError:
+    return OutputError(
+        f"{output} was written by an earlier corpus-nlp (per-unit Parquet files and a _manifest/ folder, "
+        "schema version 1); this version writes Delta tables and cannot resume it. Annotate into a new "
+        "OUTPUT, or pass --overwrite to delete it and start over. (Its Parquet files stay readable with "
+        "pl.scan_parquet meanwhile.)"
+    )
+
+
+def bad_id_type(column: str, type_: object) -> InputError:
+    return InputError(
+        f"id column {column!r} has type {type_}, which the output tables cannot hold (Delta has no unsigned "
+        "64-bit integers, and ids must be integers, strings or bytes). Cast it (to int64 or string) before "
+        "annotating, or name another column with --id-column."
     )
 
 

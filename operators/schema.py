@@ -1,22 +1,27 @@
-"""The output tables: one place that says what every Parquet file under OUTPUT holds.
+"""The output tables: one place that says what OUTPUT's four Delta tables hold.
 
 docs/schema.md describes the same tables for people; tests/operators/test_schema.py keeps the two
 in step. Bump SCHEMA_VERSION whenever a column is added, removed, renamed or changes meaning.
+
+Every table starts with `doc_id` and `source` (the input file), so a changed or removed input
+file's rows can be deleted from each table by `source`. The annotator nests a document's rows
+under it (annotated_schema, sentence vectors as fixed-size lists); the writer flattens them into
+the tables, whose vectors are plain lists because Delta has no fixed-size list type.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 TABLES = ("documents", "tokens", "entities", "sentences")
 
-# Keys of the Arrow schema metadata written into every Parquet file (Parquet key-value metadata).
-META_SCHEMA_VERSION = b"corpus_nlp.schema_version"
-META_MODEL = b"corpus_nlp.model"
-META_VECTOR_WIDTH = b"corpus_nlp.vector_width"
-META_POOLING = b"corpus_nlp.pooling"
-META_PRECISION = b"corpus_nlp.precision"
+# Keys of the metadata in every data file (Parquet key-value metadata) and in each Delta table's configuration.
+META_SCHEMA_VERSION = "corpus_nlp.schema_version"
+META_MODEL = "corpus_nlp.model"
+META_VECTOR_WIDTH = "corpus_nlp.vector_width"
+META_POOLING = "corpus_nlp.pooling"
+META_PRECISION = "corpus_nlp.precision"
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -64,7 +69,9 @@ ENTITY_FIELDS = [
 ]
 
 
-def sentence_fields(vector_width: int) -> list[pa.Field]:
+def sentence_fields(vector_width: int | None) -> list[pa.Field]:
+    """vector_width None: the output's plain list of float32 (Delta has no fixed-size list)."""
+    vector = pa.list_(pa.float32()) if vector_width is None else pa.list_(pa.float32(), vector_width)
     return [
         pa.field("sent_idx", pa.int32(), nullable=False),
         pa.field("start_char", pa.int64(), nullable=False),
@@ -72,35 +79,24 @@ def sentence_fields(vector_width: int) -> list[pa.Field]:
         pa.field("n_tokens", pa.int32(), nullable=False),
         # null where the sentence has no embedding rows to pool (a curated transformer gives
         # whitespace-only sentences no pieces)
-        pa.field("vector", pa.list_(pa.float32(), vector_width)),
+        pa.field("vector", vector),
     ]
 
 
-def _with_doc_id(id_type: pa.DataType, fields: list[pa.Field]) -> pa.Schema:
-    return pa.schema([pa.field("doc_id", id_type), *fields])
+def _keyed(id_type: pa.DataType, fields: list[pa.Field]) -> pa.Schema:
+    return pa.schema([pa.field("doc_id", id_type), pa.field("source", pa.string()), *fields])
 
 
-def tokens_schema(id_type: pa.DataType) -> pa.Schema:
-    return _with_doc_id(id_type, TOKEN_FIELDS)
-
-
-def entities_schema(id_type: pa.DataType) -> pa.Schema:
-    return _with_doc_id(id_type, ENTITY_FIELDS)
-
-
-def sentences_schema(id_type: pa.DataType, vector_width: int) -> pa.Schema:
-    return _with_doc_id(id_type, sentence_fields(vector_width))
-
-
-def table_schema(table: str, id_type: pa.DataType, vector_width: int) -> pa.Schema:
+def table_schema(table: str, id_type: pa.DataType) -> pa.Schema:
+    """The Delta (and Parquet) schema of an output table."""
     if table == "documents":
         return documents_schema(id_type)
     if table == "tokens":
-        return tokens_schema(id_type)
+        return _keyed(id_type, TOKEN_FIELDS)
     if table == "entities":
-        return entities_schema(id_type)
+        return _keyed(id_type, ENTITY_FIELDS)
     if table == "sentences":
-        return sentences_schema(id_type, vector_width)
+        return _keyed(id_type, sentence_fields(None))
     raise KeyError(f"unknown table {table!r}; the tables are {', '.join(TABLES)}")
 
 
@@ -116,11 +112,12 @@ def annotated_schema(id_type: pa.DataType, vector_width: int) -> pa.Schema:
     )
 
 
-def file_metadata(model: str, vector_width: int, pooling: str, precision: str = "fp32") -> dict[bytes, bytes]:
+def file_metadata(model: str, vector_width: int, pooling: str, precision: str = "fp32") -> dict[str, str]:
+    """What every data file and each table's Delta metadata record about how it was made."""
     return {
-        META_SCHEMA_VERSION: SCHEMA_VERSION.encode(),
-        META_MODEL: model.encode(),
-        META_VECTOR_WIDTH: str(vector_width).encode(),
-        META_POOLING: pooling.encode(),
-        META_PRECISION: precision.encode(),
+        META_SCHEMA_VERSION: SCHEMA_VERSION,
+        META_MODEL: model,
+        META_VECTOR_WIDTH: str(vector_width),
+        META_POOLING: pooling,
+        META_PRECISION: precision,
     }

@@ -1,58 +1,59 @@
-"""Flatten annotated batches into the four tables and write one unit's files, never half-written.
+"""Flatten annotated batches into the four tables and write one unit's data files.
 
-A unit's rows go to `OUTPUT/<table>/part-<unit key>.parquet`, one file per table, streamed batch
-by batch (memory is bounded by a batch, not by the unit) under a temporary name that does not end
-in `.parquet`, and renamed when the unit is complete. A retried unit writes the same names, so it
-replaces its own files.
+A unit's rows go to one new Parquet file per table, `OUTPUT/<table>/part-<unit key>-<attempt>.parquet`,
+streamed batch by batch (memory is bounded by a batch, not by the unit). The files are invisible
+to every reader until the driver commits them to the Delta tables; a retried unit writes under a
+new attempt, and the attempt that is not committed is removed by VACUUM. On a local disk each file
+is fsynced (file, then folder) before the writer reports it, so a commit never names a file that a
+power loss could truncate.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from . import schema
+from .storage import Storage
 
 NESTED = ("tokens", "entities", "sentences")
+STATS_COLUMNS = ("doc_id", "source")  # min/max in each file's Delta stats: deletes by source skip files
 
 
-def output_filesystem(output: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in output:
-        fs, root = pafs.FileSystem.from_uri(output)
-    else:
-        fs, root = pafs.LocalFileSystem(), output
-    return fs, root.rstrip("/")
+@dataclass(frozen=True)
+class DataFile:
+    """One written file, as a Delta add action needs it (path relative to its table)."""
 
+    table: str
+    path: str
+    size: int
+    rows: int
+    modification_time: int  # ms since the epoch
+    stats: str  # Delta's per-file statistics (JSON)
 
-def prepare_output(output: str) -> None:
-    """Create OUTPUT/<table>/ for every table (once, on the driver)."""
-    fs, root = output_filesystem(output)
-    for table in schema.TABLES:
-        fs.create_dir(f"{root}/{table}", recursive=True)
-
-
-def unit_relpaths(key: str) -> dict[str, str]:
-    """Where a unit's four files live, relative to OUTPUT."""
-    return {table: f"{table}/part-{key}.parquet" for table in schema.TABLES}
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def split_annotated(batch: pa.Table) -> dict[str, pa.Table]:
-    """The four output tables of an annotated batch, each with doc_id first."""
-    doc_cols = [f.name for f in schema.documents_schema(batch.schema.field("doc_id").type)]
-    tables = {"documents": batch.select(doc_cols)}
-    doc_ids = batch.column("doc_id").combine_chunks()
+    """The four output tables of an annotated batch, each with doc_id and source first."""
+    id_type = batch.schema.field("doc_id").type
+    tables = {"documents": batch.select(schema.documents_schema(id_type).names)}
+    keys = batch.select(["doc_id", "source"]).combine_chunks()
     for name in NESTED:
         lists = batch.column(name).combine_chunks()
         rows = pc.list_flatten(lists)
         children = rows.flatten() if len(rows) else [pa.array([], f.type) for f in rows.type]
-        fields = [pa.field("doc_id", doc_ids.type), *rows.type]
-        tables[name] = pa.Table.from_arrays(
-            [doc_ids.take(pc.list_parent_indices(lists)), *children], schema=pa.schema(fields)
-        )
+        parents = pc.list_parent_indices(lists)
+        columns = [keys.column(0).take(parents), keys.column(1).take(parents), *children]
+        table = pa.Table.from_arrays(columns, names=["doc_id", "source", *[f.name for f in rows.type]])
+        tables[name] = table.cast(schema.table_schema(name, id_type))  # sentence vectors: fixed -> plain list
     return tables
 
 
@@ -61,16 +62,20 @@ def vector_width(batch: pa.Table) -> int:
 
 
 class UnitWriter:
-    """`write(annotated batch)` as often as needed, then `commit()` (or `abort()`)."""
+    """`write(annotated batch)` as often as needed, then `finish()` (or `abort()`)."""
 
     def __init__(self, output: str, key: str, pooling: str, precision: str = "fp32"):
-        self.fs, self.root = output_filesystem(output)
-        self.relpaths = unit_relpaths(key)
+        self.storage = Storage(output)
+        attempt = uuid.uuid4().hex[:8]
+        self.names = {t: f"part-{key}-{attempt}.parquet" for t in schema.TABLES}
         self.pooling, self.precision = pooling, precision
-        self.tmp = {t: f"{self.root}/{rel}.tmp-{uuid.uuid4().hex}" for t, rel in self.relpaths.items()}
         self.writers: dict[str, pq.ParquetWriter] = {}
+        self.handles: dict[str, Any] = {}
+        self.rows = dict.fromkeys(schema.TABLES, 0)
+        self.ranges: dict[str, dict[str, list]] = {t: {} for t in schema.TABLES}
         self.stats = {"documents": 0, "errors": 0, "tokens": 0, "words": 0, "sentences": 0, "entities": 0}
         self.first_error: str | None = None
+        self.vector_width = 0
 
     def write(self, annotated: pa.Table) -> None:
         if annotated.num_rows == 0:
@@ -78,13 +83,16 @@ class UnitWriter:
         tables = split_annotated(annotated)
         if not self.writers:
             model = annotated.column("model")[0].as_py()
-            metadata = schema.file_metadata(model, vector_width(annotated), self.pooling, self.precision)
+            self.vector_width = vector_width(annotated)
+            metadata = schema.file_metadata(model, self.vector_width, self.pooling, self.precision)
             for name, table in tables.items():
-                self.writers[name] = pq.ParquetWriter(
-                    self.tmp[name], table.schema.with_metadata(metadata), filesystem=self.fs, compression="zstd"
-                )
+                path = self.storage.path(name, self.names[name])
+                self.handles[name] = self.storage.open_output(path)
+                self.writers[name] = pq.ParquetWriter(self.handles[name], table.schema.with_metadata(metadata), compression="zstd")
         for name, table in tables.items():
             self.writers[name].write_table(table)
+            self.rows[name] += table.num_rows
+            self._track_ranges(name, table)
         docs = tables["documents"]
         failed = pc.equal(docs.column("status"), schema.STATUS_ERROR)
         self.stats["documents"] += docs.num_rows
@@ -96,18 +104,50 @@ class UnitWriter:
         if self.first_error is None and self.stats["errors"]:
             self.first_error = pc.filter(docs.column("error"), failed)[0].as_py()
 
-    def commit(self) -> dict[str, str]:
-        """Close and rename; the unit's files (relative to OUTPUT), none if it had no rows."""
-        for writer in self.writers.values():
+    def _track_ranges(self, name: str, table: pa.Table) -> None:
+        for column in STATS_COLUMNS:
+            values = table.column(column)
+            if table.num_rows == 0 or pa.types.is_binary(values.type):
+                continue
+            low, high = pc.min_max(values).values()
+            nulls = values.null_count
+            seen = self.ranges[name].setdefault(column, [None, None, 0])
+            if low.is_valid:
+                seen[0] = low.as_py() if seen[0] is None else min(seen[0], low.as_py())
+                seen[1] = high.as_py() if seen[1] is None else max(seen[1], high.as_py())
+            seen[2] += nulls
+
+    def finish(self) -> list[DataFile]:
+        """Close the files and make them durable; what the driver commits (none without rows)."""
+        files = []
+        for name, writer in self.writers.items():
             writer.close()
-        for name in self.writers:
-            self.fs.move(self.tmp[name], f"{self.root}/{self.relpaths[name]}")
-        return {name: self.relpaths[name] for name in self.writers}
+            path = self.storage.path(name, self.names[name])
+            self.storage.finish_output(self.handles[name], path)
+            info = self.storage.fs.info(path)
+            files.append(DataFile(name, self.names[name], int(info["size"]), self.rows[name], _mtime_ms(info), self._stats(name)))
+        return files
+
+    def _stats(self, name: str) -> str:
+        ranges = self.ranges[name]
+        stats: dict[str, Any] = {"numRecords": self.rows[name]}
+        if ranges:
+            stats["minValues"] = {c: r[0] for c, r in ranges.items() if r[0] is not None}
+            stats["maxValues"] = {c: r[1] for c, r in ranges.items() if r[1] is not None}
+            stats["nullCount"] = {c: r[2] for c, r in ranges.items()}
+        return json.dumps(stats, default=str)
 
     def abort(self) -> None:
         for name, writer in self.writers.items():
             writer.close()
-            try:
-                self.fs.delete_file(self.tmp[name])
-            except FileNotFoundError:
-                pass
+            self.handles[name].close()
+            self.storage.delete(self.storage.path(name, self.names[name]))
+
+
+def _mtime_ms(info: dict[str, Any]) -> int:
+    import time
+
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("created")
+    if hasattr(mtime, "timestamp"):
+        return int(mtime.timestamp() * 1000)
+    return int(float(mtime) * 1000) if mtime else int(time.time() * 1000)

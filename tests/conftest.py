@@ -83,3 +83,22 @@ def write_corpus(path, texts, ids=None, *, id_type=pa.int64(), text_column="text
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A loopback S3 API server (moto) for the whole session."""
+    from tests.s3 import S3Server
+
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """The S3 server's environment set for this test, and a fresh bucket: yields s3://bucket."""
+    from tests.s3 import apply_env
+
+    apply_env(monkeypatch, s3_server)
+    return f"s3://{s3_server.bucket()}"

@@ -1,11 +1,14 @@
-"""A small OUTPUT folder written by hand with the real schema, so query answers are known exactly."""
+"""A small OUTPUT written by hand with the real schema (Delta tables and a snapshot), so query
+answers are known exactly."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from deltalake import write_deltalake
 
-from operators.schema import file_metadata, table_schema
+from operators.output import Output
+from operators.schema import table_schema
 
 TEXTS = {
     "d1": "Alice met Bob in Paris. Alice works at Acme.",
@@ -25,15 +28,16 @@ def write_fixture_output(root) -> str:
     source = root / "input.parquet"
     pq.write_table(pa.table({"id": list(TEXTS), "text": list(TEXTS.values())}), source)
     out = root / "out"
-    meta = file_metadata("en_test-0.0.1", 4, "mean")
+    output = Output(str(out))
+    output.create_tables(pa.string())
+    output.save_fingerprint({"model": "en_test-0.0.1", "model_name": "en_test", "vector_width": 4})
 
     def write(table, rows):
-        schema = table_schema(table, pa.string(), 4).with_metadata(meta)
-        (out / table).mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), out / table / "part-fixture.parquet")
+        rows = [{"source": str(source), **row} for row in rows]
+        write_deltalake(output.table_url(table), pa.Table.from_pylist(rows, schema=table_schema(table, pa.string())), mode="append")
 
     write("documents", [
-        {"doc_id": d, "source": str(source), "n_chars": len(t or ""), "n_tokens": 0 if t is None else 10,
+        {"doc_id": d, "n_chars": len(t or ""), "n_tokens": 0 if t is None else 10,
          "n_words": 0 if t is None else 8, "n_sents": 0 if t is None else 2,
          "status": "error" if t is None else "ok", "error": "text is null" if t is None else None, "model": "en_test-0.0.1"}
         for d, t in TEXTS.items()
@@ -52,4 +56,5 @@ def write_fixture_output(root) -> str:
         {"doc_id": d, "sent_idx": s, "start_char": a, "end_char": b, "n_tokens": 5, "vector": [float(k), 1.0, 0.0, 0.0]}
         for k, (d, s, a, b) in enumerate(SENTENCES)
     ])
+    output.write_snapshot(1)
     return str(out)

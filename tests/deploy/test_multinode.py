@@ -1,15 +1,12 @@
 """Two worker nodes that each declare one GPU (run on CPU): one pipeline actor per declared GPU,
 actors on both nodes, and complete output."""
 
-import json
-
 import pytest
 
 from jobs.annotate import run
-from operators.config import AnnotateConfig
+from operators.config import RunConfig
 from tests.conftest import SAMPLE_TEXTS
-from tests.jobs.helpers import assert_each_document_once
-from tests.jobs.test_nightly import make_file
+from tests.jobs.helpers import assert_each_document_once, make_file, unique_texts
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -21,23 +18,22 @@ def test_one_pipeline_per_declared_gpu_on_both_nodes(tmp_path, tok2vec_pipeline_
 
     ids = []
     for f in range(3):
-        ids += make_file(tmp_path / "in", f"f{f}.parquet", SAMPLE_TEXTS, f"f{f}")  # 6 units
+        ids += make_file(tmp_path / "in", f"f{f}.parquet", unique_texts(SAMPLE_TEXTS, 4, f"{f}-"), f"f{f}")
     ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     workers = [cluster.add_node(num_cpus=2, num_gpus=1) for _ in range(2)]
     try:
         ray.init(address=cluster.address, log_to_driver=False)
-        report = run(AnnotateConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out"), model=tok2vec_pipeline_dir,
-                                    unit_rows=2, force_cpu=True))
+        report = run(RunConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out"), model=tok2vec_pipeline_dir,
+                               unit_mb=0.0001, force_cpu=True))
         worker_raylets = {str(n.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid) for n in workers}
     finally:
         ray.shutdown()
         cluster.shutdown()
     assert (report.actors, report.gpus_per_actor) == (2, 1.0)  # one actor per declared GPU
-    entries = [json.loads(p.read_text()) for p in (tmp_path / "out" / "_manifest" / "units").glob("*.json")]
-    assert len(entries) == 6
-    placed = {(e["worker"]["raylet_pid"], e["worker"]["pid"]) for e in entries}
+    assert report.units["processed"] >= 6
+    placed = {(unit["node"], unit["actor"]) for unit in report.busy}
     assert {raylet for raylet, _ in placed} == worker_raylets  # actors on both worker nodes, none on the head
     assert len(placed) == 2  # one pipeline per node, each loaded once
-    assert {e["worker"]["cuda_visible_devices"] for e in entries} == {"0"}  # Ray gave each its node's GPU
+    assert {unit["cuda_visible_devices"] for unit in report.busy} == {"0"}  # Ray gave each its node's GPU
     assert_each_document_once(tmp_path / "out", ids)

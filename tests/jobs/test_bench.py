@@ -27,12 +27,16 @@ def test_bench_runs_on_cpu_and_writes_json_and_png(tmp_path):
 def test_bench_corpus_nlp_alone_with_options(tmp_path):
     """--no-baselines: the run used to compare memory across corpus sizes; options are recorded."""
     result = CliRunner().invoke(app, ["bench", "--shape", "tiny", "--words", "1500", "--no-baselines", "--precision", "bf16",
-                                      "--actors", "1", "--unit-rows", "4", "--out", str(tmp_path)])
+                                      "--actors", "1", "--unit-mb", "0.001", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "bench.json").read_text())
     assert set(data["runs"]) == {"corpus-nlp", "transformer bf16"} and data["runs"]["transformer bf16"] is None
     assert data["runs"]["corpus-nlp"]["actors"] == 1 and data["runs"]["corpus-nlp"]["errors"] == 0
-    assert data["options"] == {"precision": "bf16", "token_budget": None, "batch_chars": None, "gpus_per_actor": None, "actors": 1, "unit_rows": 4}
+    assert data["options"] == {"precision": "bf16", "token_budget": None, "batch_chars": None, "gpus_per_actor": None, "actors": 1,
+                               "unit_mb": "0.001", "layout": "polars", "texts": "documents", "documents": None}
+    run = data["runs"]["corpus-nlp"]
+    assert run["units"] > 1 and run["row_groups_read"] == 1 and run["busy"]["share"] > 0.3 and len(run["busy"]["share_by_tenth"]) == 10
+    assert run["commit_seconds"] > 0 and run["compact_seconds"] > 0 and run["driver_peak_rss_mib"] > 50
     assert data["ratios"] == {} and set(data["peak_rss_mib"]) == {"corpus-nlp"}
     by_process = data["corpus_nlp_peak_rss_mib_by_process"]  # what grows, when memory grows
     assert {"driver", "pipeline actors", "raylet", "gcs_server"} <= set(by_process) and by_process["pipeline actors"] > 100
@@ -72,10 +76,24 @@ def test_bench_sweeps_precisions_with_a_baseline_on_the_first_words(tmp_path):
                                       "--batch-sizes", "8", "--precision", "fp32,bf16", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "bench.json").read_text())
-    assert {"corpus-nlp fp32, planned", "corpus-nlp bf16, planned"} <= set(data["runs"])
-    assert data["runs"]["nlp.pipe"]["words"] < data["runs"]["corpus-nlp bf16, planned"]["words"] / 2
-    assert data["runs"]["corpus-nlp bf16, planned"]["precision"] == "bf16"
-    assert "corpus-nlp after load / nlp.pipe (bf16, planned)" in data["ratios"]
+    assert {"corpus-nlp fp32", "corpus-nlp bf16"} <= set(data["runs"])
+    assert data["runs"]["nlp.pipe"]["words"] < data["runs"]["corpus-nlp bf16"]["words"] / 2
+    assert data["runs"]["corpus-nlp bf16"]["precision"] == "bf16"
+    assert "corpus-nlp after load / nlp.pipe (bf16)" in data["ratios"]
+
+
+def test_bench_writes_the_layouts_users_have_and_compares_their_wall_times(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "--shape", "tok2vec-tiny", "--texts", "sentences", "--documents", "200",
+                                      "--layout", "polars,row-groups-16,files-40", "--no-baselines", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "bench.json").read_text())
+    runs = data["runs"]
+    assert {r["layout"] for r in runs.values() if r} == {"polars", "row-groups-16", "files-40"}
+    assert runs["corpus-nlp polars"]["row_groups_read"] == 1 and runs["corpus-nlp files-40"]["files"] == 40
+    assert runs["corpus-nlp row-groups-16"]["row_groups_read"] > 10
+    assert {r["documents"] for r in runs.values() if r} == {200}  # the same sentences each time
+    assert set(data["ratios"]) == {"corpus-nlp row-groups-16 seconds / corpus-nlp polars seconds",
+                                   "corpus-nlp files-40 seconds / corpus-nlp polars seconds"}
 
 
 def test_bench_corpus_is_a_fixed_shuffle_so_every_size_has_the_same_mix(tmp_path):

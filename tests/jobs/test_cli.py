@@ -28,14 +28,26 @@ def test_job_entry_point_is_the_same_command(tmp_path):
     assert "no Parquet files found" in result.stderr
 
 
-def test_every_config_field_is_an_annotate_option_with_the_same_default():
+def test_every_config_field_is_an_option_with_the_same_default_and_help():
     import inspect
+    import typing
 
-    from jobs.annotate import command
-    from operators.config import AnnotateConfig
+    from jobs.annotate import command, nightly_command
+    from operators.config import AnnotatorConfig, RunConfig
 
     params = inspect.signature(command).parameters
-    for name, field in AnnotateConfig.model_fields.items():
-        assert name in params, f"--{name.replace('_', '-')} is missing from the CLI"
+    fields = {**AnnotatorConfig.model_fields, **{k: v for k, v in RunConfig.model_fields.items() if k != "annotator"}}
+    assert set(params) == set(fields)
+    for name, field in fields.items():
         if name not in ("input", "output"):
             assert params[name].default == field.default, name
+        (info,) = typing.get_args(params[name].annotation)[1:]
+        assert info.help == field.description, name
+    assert "resume" not in inspect.signature(nightly_command).parameters  # nightly always resumes
+
+
+def test_nightly_help_and_a_bad_choice_names_the_allowed_values(tmp_path):
+    result = CliRunner().invoke(app, ["nightly", "--help"])
+    assert result.exit_code == 0 and "--unit-mb" in result.output and "--resume" not in result.output
+    bad = CliRunner().invoke(app, ["annotate", str(tmp_path), str(tmp_path / "o"), "--pooling", "max"])
+    assert bad.exit_code == 2 and "pooling" in bad.output and "'mean' or 'mean_content'" in bad.output

@@ -14,7 +14,7 @@ import pytest
 import spacy
 
 from operators.annotate import Annotator
-from operators.config import DEFAULT_MODEL, AnnotateConfig
+from operators.config import DEFAULT_MODEL, AnnotatorConfig
 from operators.default_model import NAME, assemble, heads_dir, minilm_dir
 
 EXPECTED = json.loads((heads_dir() / "expected.json").read_text())
@@ -64,7 +64,7 @@ def test_assembled_pipeline_reproduces_the_trained_one(assembled):
 def test_sentence_vectors_are_minilm_embeddings(assembled):
     from sentence_transformers import SentenceTransformer
 
-    annotator = Annotator(AnnotateConfig(input="-", output="-"))
+    annotator = Annotator(AnnotatorConfig())
     texts = [probe["text"] for probe in EXPECTED["probes"]]
     out = annotator(pa.table({"id": list(range(len(texts))), "text": texts}))
     pairs = [

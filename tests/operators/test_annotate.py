@@ -4,12 +4,12 @@ import pytest
 import spacy
 
 from operators.annotate import Annotator
-from operators.config import AnnotateConfig
+from operators.config import AnnotatorConfig
 from tests.conftest import SAMPLE_TEXTS
 
 
 def annotator(model: str, **options) -> Annotator:
-    return Annotator(AnnotateConfig(input="-", output="-", model=model, **options))
+    return Annotator(AnnotatorConfig(model=model, **options))
 
 
 def rows(table: pa.Table, column: str, doc: int) -> list[dict]:

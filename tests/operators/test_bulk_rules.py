@@ -186,11 +186,11 @@ def test_default_pipeline_tables_equal_spacys_own_components_on_ewt_dev():
     import pyarrow as pa
 
     from operators.annotate import Annotator
-    from operators.config import AnnotateConfig
+    from operators.config import AnnotatorConfig
 
     with open(EWT / "gold_dev.jsonl", encoding="utf-8") as handle:
         texts = [json.loads(line)["text"] for line in handle]
-    config = AnnotateConfig(input="-", output="-")
+    config = AnnotatorConfig()
     pipelines = {kind: load_pipeline(config.model, use_gpu=False, max_wordpieces=config.max_wordpieces, bulk_rules=kind == "bulk")
                  for kind in ("bulk", "spacy")}
     assert pipelines["bulk"].bulk_components == ("attribute_ruler", "lemmatizer") and pipelines["spacy"].bulk_components == ()

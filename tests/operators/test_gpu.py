@@ -15,9 +15,9 @@ pytestmark = pytest.mark.gpu
 @pytest.mark.parametrize("fixture", ["trf_pipeline_dir", "tok2vec_pipeline_dir"])
 def test_gpu_annotations_equal_cpu(request, fixture):
     from operators.annotate import Annotator
-    from operators.config import AnnotateConfig
+    from operators.config import AnnotatorConfig
 
-    config = AnnotateConfig(input="-", output="-", model=request.getfixturevalue(fixture))
+    config = AnnotatorConfig(model=request.getfixturevalue(fixture))
     table = pa.table({"id": list(range(len(SAMPLE_TEXTS))), "text": SAMPLE_TEXTS})
     gpu = Annotator(config, use_gpu=True)(table)
     import spacy
@@ -38,11 +38,11 @@ def test_gpu_bf16_default_pipeline_agrees_with_fp32():
     import pyarrow.parquet as pq
 
     from operators.annotate import Annotator
-    from operators.config import AnnotateConfig
+    from operators.config import AnnotatorConfig
 
     texts = pq.read_table(Path(__file__).parents[2] / "data" / "ewt_sample.parquet").column("text").to_pylist()
     table = pa.table({"id": list(range(len(texts))), "text": texts})
-    out = {p: Annotator(AnnotateConfig(input="-", output="-", precision=p), use_gpu=True)(table) for p in ("fp32", "bf16")}
+    out = {p: Annotator(AnnotatorConfig(precision=p), use_gpu=True)(table) for p in ("fp32", "bf16")}
     tags = {p: [t["tag"] for d in o.column("tokens").to_pylist() for t in d] for p, o in out.items()}
     assert len(tags["fp32"]) == len(tags["bf16"])
     assert np.mean(np.array(tags["fp32"]) == np.array(tags["bf16"])) >= 0.99

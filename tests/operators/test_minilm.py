@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from operators.annotate import Annotator
-from operators.config import AnnotateConfig
+from operators.config import AnnotatorConfig
 from tests.pipelines import minilm_dir
 
 TEXTS = [
@@ -19,7 +19,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def sentence_vectors(minilm_pipeline_dir):
-    annotator = Annotator(AnnotateConfig(input="-", output="-", model=minilm_pipeline_dir))
+    annotator = Annotator(AnnotatorConfig(model=minilm_pipeline_dir))
     out = annotator(pa.table({"id": list(range(len(TEXTS))), "text": TEXTS}))
     pairs = []
     for i, text in enumerate(TEXTS):

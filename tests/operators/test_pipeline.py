@@ -72,13 +72,13 @@ def test_enormous_token_is_split_so_no_wordpiece_is_lost(trf_pipeline_dir):
 def test_bf16_forward_agrees_with_fp32_on_the_default_pipeline():
     """bf16 autocast (CPU here, CUDA on a GPU): same tokens, nearly the same tags, vectors, entities."""
     from operators.annotate import Annotator
-    from operators.config import AnnotateConfig
+    from operators.config import AnnotatorConfig
     import pyarrow.parquet as pq
     from pathlib import Path
 
     texts = pq.read_table(Path(__file__).parents[2] / "data" / "ewt_sample.parquet").column("text").to_pylist()[:12]
     batch = pa.table({"id": list(range(len(texts))), "text": texts})
-    out = {p: Annotator(AnnotateConfig(input="-", output="-", precision=p))(batch) for p in ("fp32", "bf16")}
+    out = {p: Annotator(AnnotatorConfig(precision=p))(batch) for p in ("fp32", "bf16")}
     tags = {p: [t["tag"] for d in o.column("tokens").to_pylist() for t in d] for p, o in out.items()}
     vecs = {p: np.array([s["vector"] for d in o.column("sentences").to_pylist() for s in d]) for p, o in out.items()}
     assert len(tags["fp32"]) == len(tags["bf16"]) > 1500

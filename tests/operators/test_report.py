@@ -47,3 +47,15 @@ def test_report_renders_a_real_figure_and_page(tmp_path):
     text = " ".join(page.text)
     assert "unreadable input in/broken.parquet" in text and "document error: text is null" in text
     assert "error 1" in text and "ok 2" in text  # documents in OUTPUT by status
+
+
+def test_an_output_that_cannot_be_read_shows_as_a_problem_not_as_zeros(tmp_path):
+    out = write_fixture_output(tmp_path)
+    for data in (tmp_path / "out" / "documents").glob("*.parquet"):
+        data.write_bytes(b"not parquet any more")
+    paths = write_report(REPORT, out)
+    page = _Collect()
+    page.feed(open(paths["html"]).read())
+    text = " ".join(page.text)
+    assert "could not read documents per status from the output" in text
+    assert "documents in OUTPUT by status" in text and "ok 0" not in text

@@ -3,15 +3,15 @@ import sys
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from operators.annotate import Annotator
-from operators.config import AnnotateConfig
-from operators.manifest import OutputStore
-from operators.schema import file_metadata, sentences_schema
+from operators.config import AnnotatorConfig
+from operators.output import Output
+from operators.schema import table_schema
 from operators.search import embed_query, nearest, output_model
-from operators.writer import UnitWriter, prepare_output
+from operators.units import Piece, Unit
+from operators.writer import UnitWriter
 
 SENTENCES = [
     "Alice Smith works for Acme Corp in Paris.",
@@ -25,12 +25,13 @@ SENTENCES = [
 @pytest.fixture(scope="module")
 def annotated_output(tmp_path_factory, trf_pipeline_dir):
     out = str(tmp_path_factory.mktemp("search") / "out")
-    prepare_output(out)
-    annotator = Annotator(AnnotateConfig(input="-", output=out, model=trf_pipeline_dir))
+    output = Output(out)
+    output.create_tables(pa.int64())
+    annotator = Annotator(AnnotatorConfig(model=trf_pipeline_dir))
     writer = UnitWriter(out, "unit", "mean")
-    writer.write(annotator(pa.table({"id": [0, 1], "text": [" ".join(SENTENCES[:3]), " ".join(SENTENCES[3:])], "path": ["a", "a"]})))
-    writer.commit()
-    OutputStore(out).save_fingerprint({"model": "en_tiny_trf-0.0.1", "model_name": trf_pipeline_dir})
+    writer.write(annotator(pa.table({"id": [0, 1], "text": [" ".join(SENTENCES[:3]), " ".join(SENTENCES[3:])], "source": ["a", "a"]})))
+    output.commit_units([(Unit("unit", (Piece("a", "{}", 0, 2),), 1), writer.finish())], "run", check=lambda: None)
+    output.save_fingerprint({"model": "en_tiny_trf-0.0.1", "model_name": trf_pipeline_dir})
     return out
 
 
@@ -46,19 +47,23 @@ def test_each_sentence_finds_itself_first(annotated_output, trf_pipeline_dir):
 
 
 def write_random_sentences(folder, n_rows, files=4, width=384):
+    from deltalake import write_deltalake
+
     rng = np.random.default_rng(0)
-    schema = sentences_schema(pa.int64(), width).with_metadata(file_metadata("m-1", width, "mean"))
-    (folder / "sentences").mkdir(parents=True)
+    schema = table_schema("sentences", pa.int64())
+    Output(str(folder)).create_tables(pa.int64())
     per_file = n_rows // files
     for f in range(files):
         vectors = rng.standard_normal((per_file, width), dtype=np.float32)
         table = pa.Table.from_arrays(
-            [pa.array(np.arange(per_file) + f * per_file), pa.array(np.zeros(per_file, np.int32)),
+            [pa.array(np.arange(per_file) + f * per_file), pa.array(["a"] * per_file), pa.array(np.zeros(per_file, np.int32)),
              pa.array(np.zeros(per_file, np.int64)), pa.array(np.ones(per_file, np.int64)),
-             pa.array(np.ones(per_file, np.int32)), pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), width)],
+             pa.array(np.ones(per_file, np.int32)),
+             pa.ListArray.from_arrays(pa.array(np.arange(per_file + 1, dtype=np.int32) * width), pa.array(vectors.ravel()))],
             schema=schema,
         )
-        pq.write_table(table, folder / "sentences" / f"part-{f}.parquet", row_group_size=8192)
+        write_deltalake(str(folder / "sentences"), table, mode="append")
+    Output(str(folder)).write_snapshot()
 
 
 PEAK = """
