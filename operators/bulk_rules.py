@@ -2,25 +2,26 @@
 
 spaCy's `AttributeRuler` runs every pattern through its Matcher token by token and sets each match's
 attributes through a Span and a Token object; the rule `Lemmatizer` makes a Token per token and
-calls Python code on it. Both compute, for most tokens, a function of a few token attributes:
+calls Python code on it. Both compute, for most tokens, a function of a few attribute values:
 
-- An AttributeRuler rule whose patterns are all one token long (no "OP") matches a token or not by
-  the values of the attributes its patterns name, which the Matcher reads as `Doc.to_array` does.
-  So tokens that agree on every attribute named by such rules match the same rules.
-  `BulkAttributeRuler` evaluates these rules once per distinct combination of values (with spaCy's
-  own Matcher, over a Doc holding one token per new combination; remembered across batches) and
-  runs spaCy's Matcher over the real Docs only for the rules of longer patterns, and only on Docs
-  where a token can start one of them. Each token then takes, for each attribute, the value of the
-  last rule (in the ruler's order) that matched and sets it, as spaCy's sorted matches do, and
-  every attribute is written with one `Doc.from_array`.
-- The rule and lookup lemmas of spaCy's `Lemmatizer` (and `EnglishLemmatizer`) are a function of a
-  token's ORTH, POS and MORPH (the key of spaCy's own lemma cache). `BulkLemmatizer` computes the
-  lemma once per distinct key with the original component's `lemmatize` and writes LEMMA with
-  `Doc.from_array`, for the tokens the original would lemmatize.
+- AttributeRuler: a token pattern is a conjunction of conditions, each on one attribute ("LOWER":
+  "the", "TAG": {"IN": [...]}), and spaCy's Matcher evaluates each from that attribute's value,
+  read as `Doc.to_array` reads it. `BulkAttributeRuler` has spaCy's Matcher evaluate each distinct
+  condition once per distinct value of its attribute (on a Doc of one token per new value,
+  remembered across batches); values that satisfy the same conditions share a class, and a
+  token's classes decide every one-token pattern, so the rules' outcome is computed once per
+  distinct combination of classes. Patterns of several tokens run through spaCy's Matcher as
+  they are, on the stretches of a Doc where their first token matches. Each token takes, for each
+  attribute, the value of the last rule (in the ruler's order) that matched it, as spaCy's sorted
+  matches do, and one `Doc.from_array` writes them.
+- Lemmatizer: the rule and lookup lemmas of spaCy's `Lemmatizer` (and `EnglishLemmatizer`) are a
+  function of a token's ORTH, POS and MORPH (the key of spaCy's own lemma cache).
+  `BulkLemmatizer` computes a lemma once per distinct key, with an instance of the same class and
+  tables, and writes LEMMA with `Doc.from_array` for the tokens the original would lemmatize.
 
 `use_bulk_rules(nlp)` replaces, in place and under the same names, the components these arguments
-hold for; any other AttributeRuler (rules setting other attributes, extension or sentence-start
-patterns, quantifiers in one-token patterns) or lemmatizer is left as it is.
+hold for; any other AttributeRuler (one setting other attributes, patterns with quantifiers, on_match
+callbacks) or lemmatizer is left as it is.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ SETTABLE = (TAG, POS, MORPH, LEMMA, DEP)
 TOKEN_LEVEL = {TAG, POS, MORPH, LEMMA, DEP, ENT_IOB, ENT_TYPE, NORM, SPACY}
 LEXICAL = {IDS[name] for name in ("ID", "ORTH", "LOWER", "SHAPE", "PREFIX", "SUFFIX", "LENGTH", "LANG")}
 FLAG_LIMIT = 64  # attribute ids below this are lexeme flags (IS_ALPHA, LIKE_NUM, ...)
-MAX_CACHED = 200_000  # distinct keys remembered at most; the cache is emptied when it is full
+MAX_CACHED = 200_000  # values of one attribute, or lemma keys, remembered at most: emptied when full
 SUPPORTED_LEMMATIZERS = (Lemmatizer, EnglishLemmatizer)  # lemmatize() reads only ORTH, POS and MORPH
 LEMMATIZER_MODES = ("rule", "lookup")
 
@@ -69,14 +70,14 @@ def use_bulk_rules(nlp: Language) -> list[str]:
             new = nlp.replace_pipe(name, ATTRIBUTE_RULER, config={"validate": proc.validate})
             new.from_bytes(state, exclude=["vocab"])
             new.scorer = proc.scorer
+            new.rules()  # compiled now, outside any memory zone
             replaced.append(name)
         elif type(proc) in SUPPORTED_LEMMATIZERS and proc.mode in LEMMATIZER_MODES:
+            config = {"mode": proc.mode, "overwrite": proc.overwrite}
+            if type(nlp.create_pipe("lemmatizer", config={"model": None, **config})) is not type(proc):
+                continue  # the language's lemmatizer factory makes another class: keep this one
             state = proc.to_bytes(exclude=["vocab"])
-            new = nlp.replace_pipe(name, LEMMATIZER, config={"mode": proc.mode, "overwrite": proc.overwrite})
-            if type(new.lemmatizer) is not type(proc):  # another language's factory: put the original back
-                nlp.replace_pipe(name, "lemmatizer", config={"mode": proc.mode, "overwrite": proc.overwrite})
-                nlp.get_pipe(name).from_bytes(state, exclude=["vocab"])
-                continue
+            new = nlp.replace_pipe(name, LEMMATIZER, config=config)
             new.lemmatizer.from_bytes(state, exclude=["vocab"])
             new.lemmatizer.scorer = proc.scorer
             replaced.append(name)
@@ -102,6 +103,7 @@ class _Rules:
                  starts: list[dict] | None):
         vocab = ruler.vocab
         self.vocab = vocab
+        self._condition_of: dict[int, int] = {}  # match id -> condition id
         self.settable = [a for a in SETTABLE if any(a in attrs for attrs in ruler.attrs)]
         self.sets = [[(self.settable.index(a), int(v)) for a, v in attrs.items()] for attrs in ruler.attrs]
         self.indices = list(ruler.indices)
@@ -119,12 +121,12 @@ class _Rules:
                     if attr not in self.tested:
                         self.tested.append(attr)
                         self.matchers.append(Matcher(vocab))
-                    self.matchers[self.tested.index(attr)].add(f"{ATTRIBUTE_RULER}:{found}", [[{key: value}]])
-                    self._condition_of[vocab.strings.add(f"{ATTRIBUTE_RULER}:{found}")] = found
+                    key_name = f"{ATTRIBUTE_RULER}:condition:{found}"
+                    self.matchers[self.tested.index(attr)].add(key_name, [[{key: value}]])
+                    self._condition_of[vocab.strings.add(key_name)] = found
                 ids.add(found)
             return frozenset(ids)
 
-        self._condition_of: dict[int, int] = {}  # match id -> condition id
         self.single = [(rule, [condition_ids(spec) for spec in specs]) for rule, specs in single]
         self.starts = None if starts is None else [condition_ids(spec) for spec in starts]
         self.multi = Matcher(vocab) if multi else None  # the rules of longer patterns, as spaCy runs them
@@ -448,6 +450,6 @@ class BulkLemmatizer:
                 doc.from_array([LEMMA], lemmas)
 
 
-@Language.factory(LEMMATIZER, default_config={"mode": "rule", "overwrite": False})
+@Language.factory(LEMMATIZER, assigns=["token.lemma"], default_config={"mode": "rule", "overwrite": False})
 def make_bulk_lemmatizer(nlp: Language, name: str, mode: str, overwrite: bool) -> BulkLemmatizer:
     return BulkLemmatizer(nlp.create_pipe("lemmatizer", name=name, config={"model": None, "mode": mode, "overwrite": overwrite}))

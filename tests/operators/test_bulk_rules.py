@@ -75,6 +75,17 @@ def test_caches_emptied_when_full_give_the_same_results(sm, sm_docs, monkeypatch
         assert_same_docs(expected, got)
 
 
+def test_lemmatizer_with_overwrite_and_preset_lemmas_equals_spacys(sm, sm_docs):
+    lemmatizer = sm.get_pipe("lemmatizer")
+    state = lemmatizer.to_bytes(exclude=["vocab"])
+    config = {"mode": "rule", "overwrite": True, "model": None}
+    spacy_own = sm.create_pipe("lemmatizer", config=config).from_bytes(state, exclude=["vocab"])
+    bulk = BulkLemmatizer(sm.create_pipe("lemmatizer", config=config)).from_bytes(state, exclude=["vocab"])
+    ruled = list(sm.get_pipe("attribute_ruler").pipe([d.copy() for d in sm_docs]))  # some lemmas preset
+    assert any(t.lemma for d in ruled for t in d)
+    assert_same_docs([spacy_own(d.copy()) for d in ruled], list(bulk.pipe([d.copy() for d in ruled])))
+
+
 def hand_ruler(vocab, ruler_class):
     ruler = ruler_class(vocab)
     ruler.add_patterns([
