@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import errors
 from .config import DEFAULT_BATCH_CHARS, AnnotatorConfig
@@ -35,20 +36,29 @@ MAX_ERROR_CHARS = 2_000
 
 
 @dataclass(frozen=True)
-class _Unit:
+class _Segment:
+    """A text, or one segment of a long text (operators/segment.py), as it is piped."""
+
     doc: int  # index of the document in the batch
     offset: int  # char offset of this segment in the document's text
     text: str
 
 
 class Annotator:
-    """`Annotator(config)(batch) -> annotated batch` (schema: operators.schema.annotated_schema)."""
+    """`Annotator(config)(batch) -> annotated batch` (schema: operators.schema.annotated_schema).
 
-    def __init__(self, config: AnnotatorConfig, use_gpu: bool = False):
+    It keeps a running count of where its time goes (always on; two clock reads per call and per
+    transformer forward call): `seconds` in its calls, `forward_seconds()` of those in the
+    transformer's forward passes (operators/transformer.py; 0 for a pipeline without the bulk pass),
+    `host_seconds()` the rest, and `words` (tokens that are not whitespace) annotated.
+    """
+
+    def __init__(self, config: AnnotatorConfig, use_gpu: bool = False, pipeline: Pipeline | None = None):
+        """`pipeline`: an already loaded one, for tests that compare pipelines; else loaded from `config`."""
         self.config = config
-        self.pipeline: Pipeline = load_pipeline(
+        self.pipeline: Pipeline = pipeline or load_pipeline(
             config.model, use_gpu=use_gpu, max_wordpieces=config.max_wordpieces,
-            precision=config.precision, token_budget=config.token_budget,
+            precision=config.precision, token_budget=config.token_budget, exclude=config.excluded,
         )
         # texts are piped in groups of at most this many chars, and a longer text is cut (at sentence
         # starts) into segments no longer than a group, so an actor's memory follows --batch-chars,
@@ -58,8 +68,30 @@ class Annotator:
         # tests inject faults here: called with the texts of every nlp.pipe call before it runs
         self.before_pipe: Callable[[list[str]], None] | None = faults_from_env()
         self.kernels = host_kernels(self.pipeline)
+        self.seconds = 0.0
+        self.words = 0
+        self._forward = self.pipeline.forward
+        self._forward_start = self._forward.seconds if self._forward is not None else 0.0
+
+    def forward_seconds(self) -> float:
+        """Seconds of this Annotator's calls spent in the transformer's forward passes (the model's
+        calls, and on a GPU the pooling sums and their one copy back; 0 without the bulk pass)."""
+        return self._forward.seconds - self._forward_start if self._forward is not None else 0.0
+
+    def host_seconds(self) -> float:
+        """Seconds of this Annotator's calls outside the transformer's forward passes."""
+        return self.seconds - self.forward_seconds()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        start = time.perf_counter()
+        try:
+            table = self._annotate(batch)
+        finally:
+            self.seconds += time.perf_counter() - start
+        self.words += int(pc.sum(table.column("n_words")).as_py() or 0)
+        return table
+
+    def _annotate(self, batch: pa.Table) -> pa.Table:
         self.pipeline.ensure_device()
         texts, text_errors = decode_texts(batch.column(self.config.text_column), self.config.text_column)
         if PATH_COLUMN in batch.column_names:
@@ -81,52 +113,57 @@ class Annotator:
 
     def annotate_texts(self, texts: list[str | None], text_errors: list[str | None] | None = None) -> list[DocumentResult]:
         text_errors = text_errors or [None] * len(texts)
-        units: list[_Unit] = []
+        segments: list[_Segment] = []
         for i, (text, problem) in enumerate(zip(texts, text_errors)):
             if problem is None and text is not None:
                 bounds = segment_bounds(text, self.segment_chars, self.pipeline.sentence_starts)
-                units.extend(_Unit(i, a, text[a:b]) for a, b in bounds)
+                segments.extend(_Segment(i, a, text[a:b]) for a, b in bounds)
         annotated: list[SegmentAnnotations | str] = []
-        for group in _groups(units, self.config.batch_size, self.group_chars):
-            annotated.extend(self._annotate_units(group))
+        for group in _groups(segments, self.config.batch_size, self.group_chars):
+            annotated.extend(self._annotate_segments(group))
 
-        segments: list[list[SegmentAnnotations]] = [[] for _ in texts]
+        per_doc: list[list[SegmentAnnotations]] = [[] for _ in texts]
         failures: list[str | None] = list(text_errors)
         for i, text in enumerate(texts):
             if text is None and failures[i] is None:
                 failures[i] = "text is null"
-        for unit, result in zip(units, annotated):
+        for segment, result in zip(segments, annotated):
             if isinstance(result, str):
-                failures[unit.doc] = failures[unit.doc] or result
+                failures[segment.doc] = failures[segment.doc] or result
             else:
-                segments[unit.doc].append(result)
+                per_doc[segment.doc].append(result)
         return [
             DocumentResult(n_chars=len(text or ""), segments=[] if failure else segs, error=failure)
-            for text, segs, failure in zip(texts, segments, failures)
+            for text, segs, failure in zip(texts, per_doc, failures)
         ]
 
-    def _annotate_units(self, units: list[_Unit]) -> list[SegmentAnnotations | str]:
-        """Pipe `units`; if the batch fails (bad document, out of memory), halve it and retry.
+    def _annotate_segments(self, segments: list[_Segment]) -> list[SegmentAnnotations | str]:
+        """Pipe `segments`; if the batch fails (bad document, out of memory), halve it and retry.
 
-        A document that fails on its own becomes an error string; the others are annotated.
+        A document that fails on its own becomes an error string; the others are annotated. Empty
+        texts are not piped: a Doc without tokens has no embedding for the components that listen
+        to one, and spaCy fails the batch it is in.
         """
-        texts = [u.text for u in units]
+        nlp = self.pipeline.nlp
+        piped = [s for s in segments if s.text]
+        texts = [s.text for s in piped]
         try:
             if self.before_pipe is not None:
                 self.before_pipe(texts)
             with self.kernels():
-                docs = list(self.pipeline.nlp.pipe(make_docs(self.pipeline.nlp, texts), batch_size=len(texts)))
+                docs = iter(list(nlp.pipe(make_docs(nlp, texts), batch_size=len(texts))) if texts else [])
         except Exception as exc:  # recorded per document below, never swallowed
-            if len(units) == 1:
+            if len(segments) == 1:
                 log.warning("document failed: %s", describe(exc))
                 return [describe(exc)]
-            log.info("batch of %d failed (%s); retrying in halves", len(units), describe(exc))
-            mid = len(units) // 2
-            return self._annotate_units(units[:mid]) + self._annotate_units(units[mid:])
+            log.info("batch of %d failed (%s); retrying in halves", len(segments), describe(exc))
+            mid = len(segments) // 2
+            return self._annotate_segments(segments[:mid]) + self._annotate_segments(segments[mid:])
         out: list[SegmentAnnotations | str] = []
-        for unit, doc in zip(units, docs):
+        for segment in segments:
+            doc = next(docs) if segment.text else nlp.make_doc("")
             try:
-                out.append(annotate_segment(self.pipeline, doc, unit.offset, self.config.pooling))
+                out.append(annotate_segment(self.pipeline, doc, segment.offset, self.config.pooling))
             except Exception as exc:  # recorded as this document's error
                 log.warning("extraction failed: %s", describe(exc))
                 out.append(describe(exc))
@@ -139,9 +176,8 @@ def host_kernels(pipeline: Pipeline) -> Callable[[], contextlib.AbstractContextM
     oneDNN (behind torch's CPU GELU) caches a primitive per input shape, up to 1,024, for the life of
     the process, and the bulk pass meets a new shape with almost every forward call. Made all through
     a run, these small long-lived allocations land among the batches' transient arrays, so glibc's
-    heap can neither reuse nor return the holes between them. With torch's own kernel the operator's
-    heap stayed at its size after loading over 590k words, 8-9 % lower, and the run was as fast
-    (bench/PERFLOG.md #47); over 3.5M words it moves up and down with no trend (#49).
+    heap can neither reuse nor return the holes between them. With torch's own kernel the heap stays
+    flat through a run, and the run is as fast (docs/performance.md).
     bf16 on the CPU keeps oneDNN (its matrix products run there).
     """
     if pipeline.use_gpu or pipeline.embedding == "tok2vec" or pipeline.precision != "fp32":
@@ -175,9 +211,8 @@ _MALLOC_TRIM = _malloc_trim()
 def release_free_memory() -> None:
     """Give the heap pages that a batch's Docs and arrays freed back to the OS (glibc keeps them).
 
-    Without it an actor's RSS can stay near the high-water mark of its largest batch so far
-    (bench/PERFLOG.md #19 measures it together with --batch-chars). In the Ray actors Arrow's
-    buffers come from this heap too (jobs.annotate.worker_env, #50).
+    Without it an actor's RSS can stay near the high-water mark of its largest batch so far. In the
+    Ray actors Arrow's buffers come from this heap too (jobs.annotate.worker_env).
     """
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
@@ -226,16 +261,16 @@ def decode_texts(column: pa.ChunkedArray, name: str) -> tuple[list[str | None], 
     return texts, problems
 
 
-def _groups(units: list[_Unit], max_units: int, max_chars: int) -> list[list[_Unit]]:
-    groups: list[list[_Unit]] = []
-    current: list[_Unit] = []
+def _groups(segments: list[_Segment], max_segments: int, max_chars: int) -> list[list[_Segment]]:
+    groups: list[list[_Segment]] = []
+    current: list[_Segment] = []
     chars = 0
-    for unit in units:
-        if current and (len(current) >= max_units or chars + len(unit.text) > max_chars):
+    for segment in segments:
+        if current and (len(current) >= max_segments or chars + len(segment.text) > max_chars):
             groups.append(current)
             current, chars = [], 0
-        current.append(unit)
-        chars += len(unit.text)
+        current.append(segment)
+        chars += len(segment.text)
     if current:
         groups.append(current)
     return groups

@@ -67,6 +67,25 @@ class AnnotatorConfig(BaseModel):
         KEEP_STRINGS, ge=0,
         description="strings an actor's vocab keeps for good (frequent words stay fast); past this, each batch's new strings are freed after it",
     )
+    exclude: str = Field(
+        "", description="pipeline components not to load, comma-separated (spaCy's exclude), e.g. parser,lemmatizer; "
+        "the columns only they fill are written as nulls (docs/schema.md)",
+    )
+
+    @field_validator("exclude", mode="before")
+    @classmethod
+    def _component_names(cls, value: object) -> object:
+        """Names as "a,b" (a list or tuple of names is accepted too): blanks and repeats dropped."""
+        if isinstance(value, (list, tuple)):
+            value = ",".join(map(str, value))
+        if isinstance(value, str):
+            value = ",".join(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
+        return value
+
+    @property
+    def excluded(self) -> tuple[str, ...]:
+        """The components named in `exclude`."""
+        return tuple(name for name in self.exclude.split(",") if name)
 
     @field_validator("model", "text_column", "id_column")
     @classmethod
@@ -96,6 +115,7 @@ class AnnotatorConfig(BaseModel):
             "segment_chars": self.segment_limit,
             "pooling": self.pooling,
             "precision": self.precision,
+            "exclude": ",".join(sorted(self.excluded)),
         }
 
 

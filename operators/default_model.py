@@ -64,6 +64,7 @@ def assemble(target: Path | None = None, heads: Path | None = None) -> Path:
     from spacy.tokens import Doc
 
     import operators.architectures  # noqa: F401  (the tok2vec's architecture)
+    from operators import patches
 
     heads = Path(heads or heads_dir())
     target = target or assembled_path(heads)
@@ -77,7 +78,7 @@ def assemble(target: Path | None = None, heads: Path | None = None) -> Path:
     nlp = spacy.util.load_model_from_config(config, auto_fill=False, validate=True)
     nlp.from_disk(heads, exclude=["transformer"])
     trf = nlp.get_pipe("transformer")
-    trf.model.attrs["name"] = minilm_dir()  # the config keeps the model's hub name; no hub here
+    patches.set_transformer_name(trf.model, minilm_dir())  # the config keeps the model's hub name; no hub here
     probe = Doc(nlp.vocab, words=["Hello", "world", "."], sent_starts=[True, False, False])
     trf.model.initialize(X=[probe])
     for listener in trf.listeners:

@@ -7,6 +7,7 @@ from spacy.attrs import IDX, LENGTH, SENT_START
 from spacy.tokens import Doc
 
 TEXT_KEY = "corpus_nlp.text"  # doc.user_data: the text the Doc was made from (see make_docs)
+SPANS_KEY = "corpus_nlp.spans"  # doc.user_data: (n_spans, 2) token ranges the transformer ran on
 
 
 def make_docs(nlp, texts: list[str]) -> list[Doc]:

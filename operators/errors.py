@@ -130,3 +130,25 @@ def actors_did_not_start(actors: int, gpus: float, cpus: float, timeout_s: int) 
         f"within {timeout_s} s. Ask for fewer (--actors, --gpus-per-actor), add nodes, or give an autoscaling "
         "cluster longer with --actor-start-timeout; `ray status` shows what the cluster has."
     )
+
+
+def unknown_components(name: str, unknown: Iterable[str], components: Iterable[str]) -> ConfigError:
+    return ConfigError(
+        f"--exclude names {', '.join(repr(u) for u in unknown)}, which pipeline {name!r} does not have; its "
+        f"components are {', '.join(components)}. Exclude only some of those."
+    )
+
+
+def excluded_needed_component(name: str, excluded: str, needed_by: Iterable[str]) -> ConfigError:
+    return ConfigError(
+        f"--exclude {excluded} removes what {', '.join(needed_by)} of pipeline {name!r} listen(s) to; "
+        f"exclude {', '.join(needed_by)} too, or keep {excluded}."
+    )
+
+
+def patch_target_moved(number: int, target: str, versions: str) -> ModelError:
+    return ModelError(
+        f"operators/patches.py patch {number}: {target} is not where {versions} keep it, so corpus-nlp's "
+        "speed-up cannot be applied. Install the versions pinned in pyproject.toml, or update the patch "
+        "for the installed ones."
+    )

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from spacy.attrs import DEP, ENT_IOB, ENT_TYPE, HEAD, IDX, IS_SPACE, LEMMA, LENGTH, ORTH, POS, TAG
 from spacy.strings import StringStore
 from spacy.tokens import Doc
@@ -20,7 +19,7 @@ from . import schema
 from .config import Pooling
 from .pipeline import Pipeline
 from .doc_arrays import sentence_token_starts
-from .pooling import pool_sentences, release_embedding
+from .pooling import release_embedding
 
 TOKEN_ATTRS = [IDX, LENGTH, ORTH, TAG, POS, LEMMA, DEP, HEAD, ENT_IOB, ENT_TYPE, IS_SPACE]
 C_IDX, C_LEN, C_ORTH, C_TAG, C_POS, C_LEMMA, C_DEP, C_HEAD, C_IOB, C_ENT, C_SPACE = range(len(TOKEN_ATTRS))
@@ -53,7 +52,7 @@ def annotate_segment(pipeline: Pipeline, doc: Doc, char_offset: int, pooling: Po
     starts = sentence_token_starts(doc)
     n_sents = len(starts) - 1
     if n_sents:
-        vectors, valid = pool_sentences(pipeline, doc, pooling)
+        vectors, valid = pipeline.pool_sentences(doc, pooling)
     else:
         vectors = np.zeros((0, pipeline.vector_width), dtype=np.float32)
         valid = np.zeros(0, dtype=bool)
@@ -88,14 +87,15 @@ class _Strings:
         allh = np.concatenate(hash_columns) if hash_columns else np.zeros(0, np.uint64)
         uniq, self.inverse = np.unique(allh, return_inverse=True)
         self.dictionary = pa.array([strings[int(h)] for h in uniq], pa.string())
+        # the same with "" as null (the empty string's hash is 0: first if present)
+        self.dictionary_nulls = self.dictionary
+        if len(uniq) and uniq[0] == 0:
+            self.dictionary_nulls = pa.concat_arrays([pa.nulls(1, pa.string()), self.dictionary[1:]])
         self.bounds = np.concatenate([[0], np.cumsum(self.sizes)])
 
     def column(self, i: int, *, empty_as_null: bool = False) -> pa.Array:
         idx = self.inverse[self.bounds[i] : self.bounds[i + 1]]
-        values = self.dictionary.take(pa.array(idx, pa.int64()))
-        if empty_as_null:
-            values = pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
-        return values
+        return (self.dictionary_nulls if empty_as_null else self.dictionary).take(pa.array(idx, pa.int64()))
 
 
 def build_annotated_table(
@@ -158,6 +158,10 @@ def build_annotated_table(
     def maybe(attr: str, values: pa.Array) -> pa.Array:
         return values if has.get(attr, False) else pa.nulls(len(values), values.type)
 
+    def label(attr: str, column: int) -> pa.Array:
+        """A string attribute, null where nothing set it for the token (spaCy's "")."""
+        return strings.column(column, empty_as_null=True) if has.get(attr, False) else pa.nulls(n_tok, pa.string())
+
     token_struct = pa.StructArray.from_arrays(
         [
             pa.array(sent_idx, pa.int32()),
@@ -165,10 +169,10 @@ def build_annotated_table(
             pa.array(start_char, pa.int64()),
             pa.array(end_char, pa.int64()),
             strings.column(0),
-            maybe("TAG", strings.column(1)),
-            maybe("POS", strings.column(2)),
-            maybe("LEMMA", strings.column(3)),
-            maybe("DEP", strings.column(4)),
+            label("TAG", 1),
+            label("POS", 2),
+            label("LEMMA", 3),
+            label("DEP", 4),
             maybe("DEP", pa.array(head, pa.int32())),
             maybe("ENT_IOB", IOB_STRINGS.take(pa.array(tokens[:, C_IOB].astype(np.int64)))),
             strings.column(5, empty_as_null=True),

@@ -12,6 +12,11 @@ What preparation does, by embedding kind:
 - spacy-curated-transformers `CuratedTransformer` (en_core_web_trf 3.8): kept as it is. It
   windows over pieces with strided spans, which never truncate.
 - `Tok2Vec`: kept as it is; a sentencizer is added only when nothing sets sentence boundaries.
+
+In every pipeline, spaCy's AttributeRuler and rule Lemmatizer are replaced by their bulk versions
+where those reproduce them exactly (operators/bulk_rules.py), and components named in `exclude`
+are not loaded at all (spaCy's own `exclude`). Every change to a private attribute of spaCy, thinc
+or spacy-transformers is made through operators/patches.py.
 """
 
 from __future__ import annotations
@@ -28,14 +33,16 @@ from spacy.tokens import Doc, Span
 from thinc.api import Model
 from thinc.backends import get_array_ops
 
-from . import errors
-from .config import DEFAULT_TOKEN_BUDGET, Precision
-from .doc_arrays import sentence_token_starts, token_offsets
+from . import errors, patches
+from .bulk_rules import use_bulk_rules
+from .config import DEFAULT_TOKEN_BUDGET, Pooling, Precision
+from .doc_arrays import SPANS_KEY, sentence_token_starts, token_offsets
+from .pooling import pool_sentences
 from .transformer import BulkListenerPooling, BulkTransformerForward
 
 EmbeddingKind = Literal["transformer", "curated_transformer", "tok2vec"]
 
-SPANS_KEY = "corpus_nlp.spans"  # doc.user_data: (n_spans, 2) token ranges the transformer ran on
+__all__ = ["SPANS_KEY", "Pipeline", "load_pipeline"]  # SPANS_KEY: doc.user_data key, defined in doc_arrays
 GUARD_NAME = "corpus_nlp_split_long_tokens"
 
 
@@ -50,7 +57,10 @@ class Pipeline:
     use_gpu: bool
     precision: Precision = "fp32"
     span_getter: CappedSentenceSpans | None = None  # spacy-transformers pipelines only
+    forward: BulkTransformerForward | None = None  # the bulk transformer pass, where it replaces spacy-transformers'
     annotates: dict[str, bool] = field(default_factory=dict)  # TAG, POS, LEMMA, DEP, ENT_IOB -> bool
+    excluded: tuple[str, ...] = ()  # components not loaded (spaCy's exclude)
+    bulk_components: tuple[str, ...] = ()  # components replaced by operators/bulk_rules.py
     _device_thread: int = field(default_factory=threading.get_ident, repr=False)
 
     def ensure_device(self) -> None:
@@ -61,6 +71,10 @@ class Pipeline:
         if self.use_gpu and threading.get_ident() != self._device_thread:
             spacy.require_gpu(0)
             self._device_thread = threading.get_ident()
+
+    def pool_sentences(self, doc: Doc, mode: Pooling) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors float32 (n_sents, width), valid (n_sents,)) of the doc's sentences."""
+        return pool_sentences(self, doc, mode)
 
     def sentence_starts(self, text: str) -> list[int]:
         """Char offsets where a rule-based sentencizer starts a sentence in `text` (0 excluded)."""
@@ -78,12 +92,16 @@ def load_pipeline(
     max_wordpieces: int,
     precision: Precision = "fp32",
     token_budget: int | None = None,
+    exclude: tuple[str, ...] = (),
     bulk: bool = True,
+    bulk_rules: bool = True,
 ) -> Pipeline:
     """Load `name` (package or path) once, on this process's GPU when `use_gpu`, and prepare it.
 
-    token_budget None: DEFAULT_TOKEN_BUDGET for the device. bulk=False leaves spacy-transformers'
-    own forward as it is (the benchmark's baseline: capped sentence spans, no bulk path, fp32).
+    token_budget None: DEFAULT_TOKEN_BUDGET for the device. exclude: components not to load (each
+    must be one of the pipeline's). bulk=False leaves spacy-transformers' own forward as it is (the
+    benchmark's baseline: capped sentence spans, no bulk path, fp32). bulk_rules=False keeps spaCy's
+    own AttributeRuler and Lemmatizer (what the bulk ones are tested against).
     """
     if use_gpu:
         try:
@@ -93,30 +111,35 @@ def load_pipeline(
     from . import architectures  # noqa: F401  (the default pipeline's tok2vec architecture)
     from .default_model import resolve
 
+    exclude = tuple(exclude)
+    if exclude:
+        check_exclude(name, exclude)
     try:
-        nlp = spacy.load(resolve(name))
+        nlp = spacy.load(resolve(name), exclude=list(exclude))
     except (OSError, ImportError) as exc:
         raise errors.model_not_found(name, exc) from exc
+    _check_listeners(nlp, name, exclude)
 
     kind, component = _find_embedding(nlp, name)
-    span_getter = None
+    span_getter, forward = None, None
     if kind == "transformer":
         _ensure_sentences_before(nlp, component)
         trf_model = nlp.get_pipe(component).model
         tokenizer = trf_model.tokenizer
         cap = min(max_wordpieces, int(tokenizer.model_max_length))
         span_getter = CappedSentenceSpans(tokenizer, cap)
-        trf_model.attrs["get_spans"] = span_getter
+        patches.set_span_getter(trf_model, span_getter)
         nlp.add_pipe(GUARD_NAME, first=True, config={"max_bytes": span_getter.budget})
         if bulk and tokenizer.is_fast:
-            trf_model._func = BulkTransformerForward(
+            forward = BulkTransformerForward(
                 trf_model, span_getter, "cuda" if use_gpu else "cpu",
                 max(token_budget or DEFAULT_TOKEN_BUDGET["gpu" if use_gpu else "cpu"], cap), precision == "bf16",
             )
+            patches.replace_transformer_forward(trf_model, forward)
             # the whole nlp.pipe batch in one predict: BulkTransformerForward bounds each forward call
-            nlp.get_pipe(component).cfg["max_batch_items"] = 2**62
+            patches.predict_whole_batches(nlp.get_pipe(component))
             for listener_pooling in _listener_poolings(nlp, component):
-                listener_pooling._func = BulkListenerPooling(listener_pooling._func)
+                patches.replace_listener_pooling(listener_pooling, BulkListenerPooling)
         elif precision != "fp32":  # spacy-transformers as it comes has no bf16 (its mixed_precision is fp16)
             raise errors.precision_needs_transformer(name, precision, "a pipeline with a slow (Python) tokenizer")
     elif precision != "fp32":
@@ -126,7 +149,8 @@ def load_pipeline(
 
     for _, proc in nlp.pipeline:
         if isinstance(proc, Tagger):  # taggers, senters, morphologizers
-            proc._scores2guesses = argmax_per_doc
+            patches.replace_tagger_guesses(proc, argmax_per_doc)
+    replaced = tuple(use_bulk_rules(nlp)) if bulk_rules else ()
     meta = nlp.meta
     pipeline = Pipeline(
         nlp=nlp,
@@ -138,13 +162,14 @@ def load_pipeline(
         use_gpu=use_gpu,
         precision=precision,
         span_getter=span_getter,
+        forward=forward,
+        excluded=exclude,
+        bulk_components=replaced,
     )
     # One warm-up document: proves the pipeline runs, and tells the embedding width and which
     # token attributes it annotates (the others are written as nulls, not as empty strings).
-    from .pooling import pool_sentences  # local import: pooling imports this module's types
-
     probe = nlp("Corpus annotation starts here. It runs in Berlin.")
-    vectors, _ = pool_sentences(pipeline, probe, "mean")
+    vectors, _ = pipeline.pool_sentences(probe, "mean")
     pipeline.vector_width = int(vectors.shape[1])
     pipeline.annotates = {attr: probe.has_annotation(attr) for attr in ("TAG", "POS", "LEMMA", "DEP", "ENT_IOB")}
     return pipeline
@@ -172,17 +197,62 @@ def check_precision(name: str, precision: Precision) -> None:
     """In the driver, before any actor loads it: can `name` run its transformer in `precision`?"""
     if precision == "fp32":
         return
+    config = _pipeline_config(name)
+    factories = [c.get("factory") for c in config["components"].values()] if config else []
+    if "transformer" not in factories:
+        raise errors.precision_needs_transformer(name, precision, "components " + ", ".join(map(str, factories)))
+
+
+def check_exclude(name: str, exclude: tuple[str, ...]) -> None:
+    """Does pipeline `name` have every component named in `exclude`? (Read from its config: the
+    driver can ask before any actor loads it; spaCy itself ignores names it does not know.)"""
+    config = _pipeline_config(name)
+    components = list(config["nlp"]["pipeline"]) if config else []
+    unknown = [e for e in exclude if e not in components]
+    if unknown:
+        raise errors.unknown_components(name, unknown, components)
+
+
+def _pipeline_config(name: str) -> Any:
+    """The config.cfg of a pipeline package or folder (None when there is none to read)."""
     from pathlib import Path
 
     from .default_model import resolve
 
-    path = Path(resolve(name))
-    if not path.exists():
-        path = spacy.util.get_package_path(name)
+    try:
+        path = Path(resolve(name))
+        if not path.exists():
+            path = spacy.util.get_package_path(name)
+    except (OSError, ImportError) as exc:
+        raise errors.model_not_found(name, exc) from exc
     configs = sorted(path.rglob("config.cfg"), key=lambda p: len(p.parts))
-    factories = [c.get("factory") for c in spacy.util.load_config(configs[0])["components"].values()] if configs else []
-    if "transformer" not in factories:
-        raise errors.precision_needs_transformer(name, precision, "components " + ", ".join(map(str, factories)))
+    return spacy.util.load_config(configs[0]) if configs else None
+
+
+def _check_listeners(nlp: Language, name: str, exclude: tuple[str, ...]) -> None:
+    """Refuse an exclude that leaves a component listening to an embedding that was not loaded: a
+    listener names its upstream component, or "*" for whichever of its kind the pipeline has."""
+    kinds_left = {_embedding_kind(proc) for _, proc in nlp.pipeline}
+    for excluded in exclude:
+        needed_by = []
+        for comp, proc in nlp.pipeline:
+            if not isinstance(getattr(proc, "model", None), Model):
+                continue
+            for node in proc.model.walk():
+                upstream = getattr(node, "upstream_name", None)
+                kind = "transformer" if node.name.startswith("transformer-listener") else "tok2vec"
+                if upstream == excluded or (upstream == "*" and kind not in kinds_left and _factory_kind(name, excluded) == kind):
+                    needed_by.append(comp)
+                    break
+        if needed_by:
+            raise errors.excluded_needed_component(name, excluded, needed_by)
+
+
+def _factory_kind(name: str, component: str) -> str | None:
+    """"transformer" or "tok2vec" if the excluded `component` is one (read from the pipeline's config)."""
+    config = _pipeline_config(name)
+    factory = config["components"].get(component, {}).get("factory") if config else None
+    return factory if factory in ("transformer", "tok2vec") else None
 
 
 def model_id(name: str) -> str:

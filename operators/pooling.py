@@ -8,20 +8,23 @@ from the Doc (`release_embedding`), so a batch's padded hidden states do not out
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 from spacy.tokens import Doc
 from thinc.backends import get_array_ops
 from thinc.util import get_array_module
 
-from .doc_arrays import TEXT_KEY, sentence_token_starts
-from .pipeline import SPANS_KEY
+from .config import Pooling
+from .doc_arrays import SPANS_KEY, TEXT_KEY, sentence_token_starts
 from .transformer import SPAN_SUMS_KEY
 
-if TYPE_CHECKING:
-    from .config import Pooling
-    from .pipeline import Pipeline
+
+class Embedded(Protocol):
+    """What pooling needs to know of a loaded pipeline (operators.pipeline.Pipeline has it)."""
+
+    embedding: str  # "transformer", "curated_transformer" or "tok2vec"
+    span_getter: Any  # CappedSentenceSpans (spacy-transformers pipelines): its tokenizer's special ids
 
 
 def segment_mean(X, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +104,7 @@ def _span_sums(doc: Doc, mode: Pooling, special_ids: np.ndarray, n_spans: int) -
     return get_array_ops(span_sums).to_numpy(span_sums), mask.sum(axis=1)
 
 
-def pool_sentences(pipeline: Pipeline, doc: Doc, mode: Pooling) -> tuple[np.ndarray, np.ndarray]:
+def pool_sentences(pipeline: Embedded, doc: Doc, mode: Pooling) -> tuple[np.ndarray, np.ndarray]:
     """(vectors float32 (n_sents, width), valid (n_sents,)) for the doc's sentences."""
     if pipeline.embedding == "transformer":
         tokenizer = pipeline.span_getter.tokenizer

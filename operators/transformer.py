@@ -1,7 +1,7 @@
 """The prediction pass of a spacy-transformers `Transformer`, in bulk: same outputs, less work.
 
-spacy-transformers' `TransformerModel` forward, profiled in one actor on an H100 (bench/PERFLOG.md),
-spends most of its time on the host, in per-token and per-wordpiece Python: a Token object and a
+spacy-transformers' `TransformerModel` forward spends most of its time on the host, in per-token
+and per-wordpiece Python: a Token object and a
 dict entry per token to align wordpieces (twice: again to split the batch by doc), a Python string
 per wordpiece, lists of lists turned into arrays, and one padded forward call per sub-batch of
 ~4,096 tokens, padded to its longest span. `BulkTransformerForward` replaces that forward for
@@ -27,6 +27,7 @@ is not affected: only `predict` (is_train=False) takes this path.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any, NamedTuple
@@ -215,6 +216,9 @@ class BulkTransformerForward:
         self.max_length = int(tokenizer.model_max_length)
         self.id_strings = np.array(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))), dtype=object)
         self.special_ids = np.asarray(tokenizer.all_special_ids, dtype=np.int64)
+        # seconds spent in `_run` (the forward calls, rows written out, pooling sums copied back; on a
+        # GPU that includes waiting for the device): what the Annotator reports as forward time
+        self.seconds = 0.0
 
     def __call__(self, model: Any, docs: list[Doc], is_train: bool) -> tuple[Any, Any]:
         if is_train:
@@ -229,7 +233,11 @@ class BulkTransformerForward:
         pieces = self._encode(doc_texts, offsets, ranges)
         layout = _Layout(np.array([len(r) for r in ranges], dtype=np.int64), pieces.lengths)
         content = ~np.isin(pieces.ids, self.special_ids)
-        hidden, span_sums = self._run(pieces, layout, content)
+        start = time.perf_counter()
+        try:
+            hidden, span_sums = self._run(pieces, layout, content)
+        finally:
+            self.seconds += time.perf_counter() - start
         content_counts = np.bincount(layout.wp_span[content], minlength=len(pieces.lengths))
         align_rows, per_token = self._align(doc_texts, offsets, pieces, layout)
         for d, doc in enumerate(docs):

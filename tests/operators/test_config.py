@@ -50,4 +50,13 @@ def test_no_segment_is_longer_than_a_batch_and_where_texts_are_cut_is_in_the_fin
 def test_the_fingerprint_holds_the_models_content_and_every_setting_that_changes_rows():
     fingerprint = RunConfig.build(input="in", output="out", precision="bf16").fingerprint("m-1", "digest", "2")
     assert fingerprint == {"schema_version": "2", "model": "m-1", "model_digest": "digest", "text_column": "text",
-                           "max_wordpieces": 256, "segment_chars": 50_000, "pooling": "mean", "precision": "bf16"}
+                           "max_wordpieces": 256, "segment_chars": 50_000, "pooling": "mean", "precision": "bf16",
+                           "exclude": ""}
+
+
+@pytest.mark.parametrize("given", ["parser,lemmatizer", " parser , lemmatizer,parser,", ["parser", "lemmatizer"]])
+def test_exclude_takes_a_comma_separated_list_and_is_part_of_the_fingerprint(given):
+    config = RunConfig.build(input="in", output="out", exclude=given)
+    assert config.annotator.exclude == "parser,lemmatizer" and config.annotator.excluded == ("parser", "lemmatizer")
+    assert config.fingerprint("m-1", "abc", "2")["exclude"] == "lemmatizer,parser"  # the order does not matter
+    assert RunConfig.build(input="in", output="out").annotator.excluded == ()

