@@ -113,6 +113,11 @@ class RunReport:
     snapshot: dict[str, Any] = field(default_factory=dict)  # table versions of the state this run left
     timings: dict[str, float] = field(default_factory=dict)  # planning: footers read, units cut
     vector_width: int = 0
+    # pipeline seconds summed over the actors: in the transformer's forward passes, and the rest of the
+    # pipeline's work on the host (tokenizer, heads, rules, extraction): host_seconds / words is the
+    # host cost per word that bounds a GPU node's throughput
+    forward_seconds: float = 0.0
+    host_seconds: float = 0.0
     started: str = ""
     finished: str = ""
 
@@ -379,7 +384,7 @@ def _check_pipeline(annotator: AnnotatorConfig) -> None:
     """Load the pipeline once here, before Ray starts: a model that does not load, or has no shared
     embedding, stops the run with one message instead of every actor's traceback."""
     pipeline = load_pipeline(annotator.model, use_gpu=False, max_wordpieces=annotator.max_wordpieces,
-                             precision=annotator.precision, token_budget=annotator.token_budget)
+                             precision=annotator.precision, token_budget=annotator.token_budget, exclude=annotator.excluded)
     del pipeline
 
 
@@ -469,7 +474,7 @@ def _stream_and_commit(config: RunConfig, output: Output, lock: RunLock, units: 
             worker = json.loads(row["worker"])
             report.busy.append({"actor": worker["pid"], "node": worker["raylet_pid"], "started": row["started"],
                                 "seconds": round(row["seconds"], 3), "cuda_visible_devices": worker["cuda_visible_devices"]})
-            for name in ("documents", "errors", "tokens", "words", "sentences", "entities"):
+            for name in ("documents", "errors", "tokens", "words", "sentences", "entities", "forward_seconds", "host_seconds"):
                 setattr(report, name, getattr(report, name) + row[name])
             if row["first_error"] and len(report.first_errors) < MAX_ERRORS_SHOWN:
                 report.first_errors.append(row["first_error"])

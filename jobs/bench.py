@@ -454,6 +454,8 @@ def bench_corpus_nlp(model: str, corpus: Path, workdir: Path, gpu: bool, batch_s
             "processing_words_per_s": round(report.processing_words_per_second, 1),
             "actors": report.actors, "gpus_per_actor": report.gpus_per_actor, "errors": report.errors,
             "units": report.units.get("processed", 0), **report.input_files, **report.timings,
+            "forward_seconds": round(report.forward_seconds, 2), "host_seconds": round(report.host_seconds, 2),
+            "host_us_per_word": round(1e6 * report.host_seconds / max(1, report.words), 1),
             **{k: v for k, v in report.commits.items() if k.endswith("seconds")},
             "busy": busy_summary(report.busy, report.actors)}
 
@@ -570,6 +572,7 @@ def command(
     gpus_per_actor: Annotated[str | None, typer.Option(help="corpus-nlp GPU share per actor, e.g. 0.25 for four actors per GPU, auto as `annotate` plans it; a comma list runs each (default: auto)")] = None,
     precision: Annotated[str, typer.Option(help="Transformer forward in corpus-nlp: fp32 or bf16, or a comma list to run each (nlp.pipe stays fp32)")] = "fp32",
     token_budget: Annotated[int | None, typer.Option(help="corpus-nlp padded wordpieces per transformer call (default: as `annotate`)")] = None,
+    exclude: Annotated[str | None, typer.Option(help="corpus-nlp: pipeline components not to load, comma-separated; a ';' list runs each (e.g. ';parser;parser,lemmatizer')")] = None,
     batch_chars: Annotated[int | None, typer.Option(help="corpus-nlp characters per nlp.pipe batch (default: as `annotate`)")] = None,
 ) -> None:
     """Measure nlp.pipe, corpus-nlp end to end and the raw transformer in one run."""
@@ -601,22 +604,23 @@ def command(
         del texts, baseline_texts
         release_free_memory()
         unit_sizes = [float(u) for u in unit_mb.split(",")] if unit_mb else [None]
-        configs = [(lay, path, p, None if g in (None, "auto") else float(g), u) for lay, path in layouts for p in precision.split(",")
-                   for g in (gpus_per_actor.split(",") if gpus_per_actor else [None]) for u in unit_sizes]
+        excludes = exclude.split(";") if exclude is not None else [None]
+        configs = [(lay, path, p, None if g in (None, "auto") else float(g), u, x) for lay, path in layouts for p in precision.split(",")
+                   for g in (gpus_per_actor.split(",") if gpus_per_actor else [None]) for u in unit_sizes for x in excludes]
         e2e_names = []
-        for lay, path, p, g, u in configs:
+        for lay, path, p, g, u, x in configs:
             parts = ([lay] if len(layouts) > 1 else []) + ([p] if len(precision.split(",")) > 1 else []) + (
                 [("planned" if g is None else f"{g:g} GPU/actor")] if gpus_per_actor and len(gpus_per_actor.split(",")) > 1 else []) + (
-                [f"{u:g} MB units"] if len(unit_sizes) > 1 else [])
+                [f"{u:g} MB units"] if len(unit_sizes) > 1 else []) + ([f"without {x or 'nothing'}"] if len(excludes) > 1 else [])
             run_name = "corpus-nlp" + (f" {', '.join(parts)}" if parts else "")
             e2e_names.append(run_name)
             with PeakRSS() as peak:
                 runs[run_name] = bench_corpus_nlp(
                     name, path, workdir, gpu, max(sizes) if gpu else 64,
-                    unit_mb=u, actors=actors, gpus_per_actor=g, precision=p, token_budget=token_budget,
+                    unit_mb=u, actors=actors, gpus_per_actor=g, precision=p, token_budget=token_budget, exclude=x,
                     batch_chars=batch_chars,
                 )
-            runs[run_name].update(precision=p, layout=lay, unit_mb=u)
+            runs[run_name].update(precision=p, layout=lay, unit_mb=u, exclude=x)
             processing = runs[run_name].pop("processing_started"), runs[run_name]["processing_seconds"]
             rss_processing = {q: round(v / 2**20) for q, v in peak.processing_levels(*processing).items()}
             rss_kind_processing = {kind: {q: round(v / 2**20) for q, v in levels.items()}
@@ -654,6 +658,7 @@ def command(
         "model": shape or model, "machine": _machine(device), "words": runs[e2e_names[0]]["words"],
         "options": {"precision": precision, "token_budget": token_budget, "batch_chars": batch_chars, "gpus_per_actor": gpus_per_actor, "actors": actors,
                     "unit_mb": unit_mb, "layout": "input" if input else layout, "texts": texts_kind, "documents": documents,
+                    "exclude": exclude,
                     **({"baseline_words": baseline_words} if baseline_words else {})},
         "runs": runs, "ratios": ratios, "peak_rss_mib": {k: round(v / 2**20) for k, v in rss.items()},
         "corpus_nlp_peak_rss_mib_by_process": rss_by_kind,
@@ -681,7 +686,9 @@ def command(
             f"{run_name}: {r.get('files', 0)} input file(s), {r.get('row_groups_read', 0)} row group(s) read once by "
             f"{r.get('read_tasks', 0)} read task(s); footers {r.get('footers_seconds', 0)} s, planning {r.get('plan_seconds', 0)} s; "
             f"commits {r.get('commit_seconds', 0)} s, compaction {r.get('compact_seconds', 0)} s, vacuum {r.get('vacuum_seconds', 0)} s; "
-            f"driver peak RSS {r['driver_peak_rss_mib']:,} MiB; actors busy by tenth of the processing: "
+            f"driver peak RSS {r['driver_peak_rss_mib']:,} MiB; pipeline host time {r.get('host_us_per_word', 0)} µs a word "
+            f"(outside the transformer's forward: {r.get('host_seconds', 0)} s, forward {r.get('forward_seconds', 0)} s); "
+            "actors busy by tenth of the processing: "
             + " ".join(f"{v:.2f}" for v in (r.get("busy") or {}).get("share_by_tenth", []))
             + f"; mean idle at the end {(r.get('busy') or {}).get('tail_idle_seconds', 0)} s"
         )

@@ -38,13 +38,15 @@ UNIT_STATS_SCHEMA = pa.schema(
         pa.field("entities", pa.int64()),
         pa.field("first_error", pa.string()),
         pa.field("vector_width", pa.int64()),
+        pa.field("forward_seconds", pa.float64()),  # of the unit's annotation: the transformer's forward passes
+        pa.field("host_seconds", pa.float64()),  # and everything else the pipeline did (the rest is reading and writing)
         pa.field("seconds", pa.float64()),
         pa.field("started", pa.float64()),  # wall clock (epoch seconds) when the actor took the unit up
         pa.field("worker", pa.string()),  # JSON: where the unit ran (host, pid, node's raylet, GPU)
     ]
 )
 _EMPTY_STATS = {"documents": 0, "errors": 0, "tokens": 0, "words": 0, "sentences": 0, "entities": 0,
-                "first_error": None, "vector_width": 0}
+                "first_error": None, "vector_width": 0, "forward_seconds": 0.0, "host_seconds": 0.0}
 
 
 class UnitAnnotator:
@@ -71,6 +73,7 @@ class UnitAnnotator:
     def process(self, unit: str, rows: pa.Table) -> dict:
         start, started = time.perf_counter(), time.time()
         key = json.loads(unit)["key"]
+        forward, host = self.annotator.forward_seconds(), self.annotator.host_seconds()
         writer = UnitWriter(self.output, key, self.config.pooling, self.config.precision)
         batch = self.config.batch_size
         columns = [self.config.id_column, self.config.text_column, SOURCE_COLUMN]
@@ -85,4 +88,5 @@ class UnitAnnotator:
                     "seconds": time.perf_counter() - start, "started": started, "worker": self.worker}
         return {"unit": unit, "status": "ok", "error": None, "files": json.dumps([f.to_dict() for f in files]),
                 **writer.stats, "first_error": writer.first_error, "vector_width": writer.vector_width,
+                "forward_seconds": self.annotator.forward_seconds() - forward, "host_seconds": self.annotator.host_seconds() - host,
                 "seconds": time.perf_counter() - start, "started": started, "worker": self.worker}
