@@ -111,7 +111,7 @@ class RunReport:
     commits: dict[str, float] = field(default_factory=dict)  # rounds, seconds spent committing, compacting, vacuuming
     output_files: dict[str, int] = field(default_factory=dict)  # active data files per table after the run
     snapshot: dict[str, Any] = field(default_factory=dict)  # table versions of the state this run left
-    timings: dict[str, float] = field(default_factory=dict)  # planning: footers read, units cut
+    timings: dict[str, float] = field(default_factory=dict)  # seconds of each step: footers, pipeline check, Ray start, ...
     vector_width: int = 0
     # pipeline seconds summed over the actors: in the transformer's forward passes, and the rest of the
     # pipeline's work on the host (tokenizer, heads, rules, extraction): host_seconds / words is the
@@ -331,8 +331,10 @@ def run(config: RunConfig, console: Console | None = None) -> RunReport:
         changed = bool(stale)
         recorded = {**(output.fingerprint() or {}), **fingerprint, "model_name": annotator.model}
         if stale or todo:
+            t = time.perf_counter()
             resolve(annotator.model)  # the shipped default is assembled here once, not by every actor at once
             _check_pipeline(annotator)  # before OUTPUT is changed and before Ray starts
+            report.timings["pipeline_check_seconds"] = round(time.perf_counter() - t, 3)
             _check_id_type(output, corpus)
             output.create_tables(corpus.id_type)
             output.save_fingerprint(recorded)
@@ -354,7 +356,9 @@ def run(config: RunConfig, console: Console | None = None) -> RunReport:
     if report.units.get("failed"):
         report.status = "failed"
     output.storage.write_json(output.storage.path("_reports", f"{run_id}.json"), report.to_dict())
+    t = time.perf_counter()
     write_report(report.to_dict(), config.output)
+    report.timings["report_seconds"] = round(time.perf_counter() - t, 3)
     print_summary(report, console)
     return report
 
@@ -392,8 +396,10 @@ def _process(config: RunConfig, output: Output, lock: RunLock, corpus: Corpus, c
              report: RunReport, console: Console, start: float) -> bool:
     """Run the units through Ray and commit them; True if anything was committed."""
     started_ray = not ray.is_initialized()
+    t = time.perf_counter()
     if started_ray:
         start_ray(config.address, console, include_dashboard=False, log_to_driver=True)
+    report.timings["ray_start_seconds"] = round(time.perf_counter() - t, 3)
     previous = ray.data.DataContext.get_current().copy()
     try:
         ctx = ray.data.DataContext.get_current()
@@ -452,6 +458,7 @@ def _stream_and_commit(config: RunConfig, output: Output, lock: RunLock, units: 
         done, last_commit = [], time.perf_counter()
 
     for stats in _unit_stats(config, tasks, corpus, fingerprint, placement):
+        report.timings.setdefault("first_unit_done_seconds", round(time.perf_counter() - start, 3))
         for row in stats.to_pylist():
             described = json.loads(row["unit"])
             unit = unit_from_dict(described)
@@ -489,6 +496,7 @@ def _stream_and_commit(config: RunConfig, output: Output, lock: RunLock, units: 
                 f"{report.words / (now - start):,.0f} words/s, {report.errors} document errors"
             )
     commit()
+    report.timings["last_unit_done_seconds"] = round(time.perf_counter() - start, 3)
     report.processing_seconds = max(0.0, window[1] - window[0])
     report.processing_started = window[0] if report.processing_seconds else 0.0
     for key, unit in planned.items():  # Ray gave up on these after UNIT_RETRIES
