@@ -557,6 +557,7 @@ def command(
     words: Annotated[int, typer.Option(help="Corpus size in words (EWT repeated)")] = 50_000,
     documents: Annotated[int | None, typer.Option(help="Corpus size in documents instead (EWT repeated)")] = None,
     texts_kind: Annotated[str, typer.Option("--texts", help="documents (EWT's documents) or sentences (each EWT sentence a document)")] = "documents",
+    distinct: Annotated[bool, typer.Option(help="Make every text distinct (a number appended), as in a real corpus: repeated texts are dictionary-encoded, so their files look smaller than they are")] = False,
     layout: Annotated[str, typer.Option(help=f"How the corpus is written, a comma list runs corpus-nlp on each: {LAYOUTS}")] = "polars",
     input: Annotated[str | None, typer.Option(help="Annotate this INPUT as it is instead of writing a corpus (no baselines)")] = None,
     baseline_words: Annotated[int | None, typer.Option(help="Run the nlp.pipe baselines on the first N words of the same corpus only (a slow baseline on a corpus sized for a fast cluster); default: all of it")] = None,
@@ -586,6 +587,8 @@ def command(
             name = build_shaped_pipeline(workdir / "shaped", shape, parser) if shape else model
         load = load_sentences if texts_kind == "sentences" else load_texts
         texts = load(docs, words if documents is None else 10**12, documents) if input is None else []
+        if distinct:
+            texts = [f"{text} #{i}" for i, text in enumerate(texts)]
         baseline_texts = load(docs, baseline_words) if baseline_words else texts  # the same texts' start
         runs: dict[str, Any] = {}
         rss: dict[str, int] = {}
@@ -656,7 +659,7 @@ def command(
         "model": shape or model, "machine": _machine(device), "words": runs[e2e_names[0]]["words"],
         "options": {"precision": precision, "token_budget": token_budget, "batch_chars": batch_chars, "gpus_per_actor": gpus_per_actor, "actors": actors,
                     "unit_mb": unit_mb, "layout": "input" if input else layout, "texts": texts_kind, "documents": documents,
-                    "exclude": exclude,
+                    "exclude": exclude, "distinct": distinct,
                     **({"baseline_words": baseline_words} if baseline_words else {})},
         "runs": runs, "ratios": ratios, "peak_rss_mib": {k: round(v / 2**20) for k, v in rss.items()},
         "corpus_nlp_peak_rss_mib_by_process": rss_by_kind,

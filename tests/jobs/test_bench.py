@@ -33,7 +33,8 @@ def test_bench_corpus_nlp_alone_with_options(tmp_path):
     assert set(data["runs"]) == {"corpus-nlp", "transformer bf16"} and data["runs"]["transformer bf16"] is None
     assert data["runs"]["corpus-nlp"]["actors"] == 1 and data["runs"]["corpus-nlp"]["errors"] == 0
     assert data["options"] == {"precision": "bf16", "token_budget": None, "batch_chars": None, "gpus_per_actor": None, "actors": 1,
-                               "unit_mb": "0.001", "layout": "polars", "texts": "documents", "documents": None, "exclude": None}
+                               "unit_mb": "0.001", "layout": "polars", "texts": "documents", "documents": None, "exclude": None,
+                               "distinct": False}
     run = data["runs"]["corpus-nlp"]
     assert run["units"] > 1 and run["row_groups_read"] == 1 and run["busy"]["share"] > 0.3 and len(run["busy"]["share_by_tenth"]) == 10
     assert run["commit_seconds"] > 0 and run["compact_seconds"] > 0 and run["driver_peak_rss_mib"] > 50
