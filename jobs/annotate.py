@@ -113,6 +113,7 @@ class RunReport:
     snapshot: dict[str, Any] = field(default_factory=dict)  # table versions of the state this run left
     timings: dict[str, float] = field(default_factory=dict)  # seconds of each step: footers, pipeline check, Ray start, ...
     vector_width: int = 0
+    sources: set[str] = field(default_factory=set, repr=False)  # input files whose rows this run committed
     # pipeline seconds summed over the actors: in the transformer's forward passes, and the rest of the
     # pipeline's work on the host (tokenizer, heads, rules, extraction): host_seconds / words is the
     # host cost per word that bounds a GPU node's throughput
@@ -130,7 +131,7 @@ class RunReport:
         return self.words / self.processing_seconds if self.processing_seconds > 0 else 0.0
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "words_per_second": round(self.words_per_second, 1),
+        return {**{k: v for k, v in asdict(self).items() if k != "sources"}, "words_per_second": round(self.words_per_second, 1),
                 "processing_words_per_second": round(self.processing_words_per_second, 1)}
 
 
@@ -348,7 +349,7 @@ def run(config: RunConfig, console: Console | None = None) -> RunReport:
         if changed:
             _finish_output(config, output, lock, report)
         report.snapshot = output.snapshot() or {}
-        report.duplicate_ids = _duplicate_ids(config.output, report)
+        report.duplicate_ids = _duplicate_ids(config.output, report, report.sources)
     finally:
         lock.release()
     report.seconds = time.perf_counter() - start
@@ -474,6 +475,7 @@ def _stream_and_commit(config: RunConfig, output: Output, lock: RunLock, units: 
                 planned.pop(described["planned"], None)  # reported here, not again below
                 continue
             rows_left[described["planned"]] -= unit.rows
+            report.sources.update(unit.paths)
             done.append((unit, [DataFile(**f) for f in json.loads(row["files"])]))
             report.units["processed"] += 1
             report.vector_width = report.vector_width or row["vector_width"]
@@ -534,15 +536,22 @@ def _finish_output(config: RunConfig, output: Output, lock: RunLock, report: Run
     report.output_files = output.file_counts()
 
 
-def _duplicate_ids(output: str, report: RunReport) -> dict[str, Any]:
-    """Ids that occur more than once: each occurrence is annotated and kept (documented)."""
+def _duplicate_ids(output: str, report: RunReport, sources: set[str]) -> dict[str, Any]:
+    """Ids of the documents this run added (from `sources`) that occur more than once in OUTPUT: each
+    occurrence is annotated and kept (documented). Memory follows this run's documents, not OUTPUT's."""
     from operators import query
 
+    pl = query.pl
+    if not sources:
+        return {"count": 0, "examples": []}
     try:
-        dups = query.scan(output, "documents").group_by("doc_id").len().filter(query.pl.col("len") > 1).collect()
+        documents = query.scan(output, "documents").select("source", "doc_id")
+        added = documents.filter(pl.col("source").is_in(sorted(sources))).select("doc_id").unique().collect(engine="streaming")
+        dups = (documents.select("doc_id").filter(pl.col("doc_id").is_in(added["doc_id"].implode()))
+                .group_by("doc_id").len().filter(pl.col("len") > 1).sort("doc_id").collect(engine="streaming"))
     except query.NO_OUTPUT:
         return {"count": 0, "examples": []}
-    except (OSError, query.pl.exceptions.PolarsError) as exc:
+    except (OSError, pl.exceptions.PolarsError) as exc:
         report.problems.append(f"could not count duplicate ids: {type(exc).__name__}: {exc}")
         return {"count": None, "examples": [], "error": str(exc)}
     return {"count": dups.height, "examples": [str(v) for v in dups["doc_id"].head(5).to_list()]}
