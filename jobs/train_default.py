@@ -7,7 +7,7 @@ parser, ner (listening to tok2vec) → attribute_ruler + lemmatizer (rule-based,
 The transformer is frozen, so its output is computed once per training document and kept on the
 doc (`doc._.trf_data`); every epoch then trains only the small heads, which keeps training on two
 CPU cores to minutes. Data and splits: operators/training.py; written: the pipeline without the
-transformer's weights (models/corpus_nlp_minilm), scores in scores.json, and expected outputs on
+transformer's weights (operators/default_model/corpus_nlp_minilm), scores in scores.json, and expected outputs on
 probe texts that the assembled pipeline must reproduce (tests/models).
 """
 
@@ -227,7 +227,7 @@ def assemble_command() -> None:
 
 
 def command(
-    output: Annotated[str, typer.Option(help="Folder for the trained heads (the repo keeps them in models/)")] = "models/corpus_nlp_minilm",
+    output: Annotated[str, typer.Option(help="Folder for the trained heads (the repo keeps them in operators/default_model/)")] = "operators/default_model/corpus_nlp_minilm",
     ewt: Annotated[str, typer.Option(help="UD English-EWT folder (../shared/data/ewt)")] = DEFAULT_EWT,
     epochs: Annotated[int, typer.Option(help="Passes over the training documents; the best on held-out data is kept")] = 12,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
