@@ -129,7 +129,8 @@ def table(result: dict) -> Table:
 
 
 def command(
-    gold: Annotated[str, typer.Argument(help="gold_dev.jsonl-style file: raw texts with gold char spans")] = DEFAULT_GOLD,
+    gold: Annotated[str, typer.Argument(help="gold_dev.jsonl-style file (raw texts with gold char spans), or the EWT folder: "
+                                             "its dev documents' gold built from the CoNLL-U and IOB2 files")] = DEFAULT_GOLD,
     model: Annotated[str, typer.Option(help="spaCy pipeline to evaluate")] = DEFAULT_MODEL,
     baseline: Annotated[str, typer.Option(help="Pipeline scored beside it, the same way ('' for none)")] = DEFAULT_BASELINE,
     nlp_pipe: Annotated[bool, typer.Option(help="Also score plain nlp.pipe of --model (corpus-nlp should equal it)")] = True,

@@ -79,3 +79,23 @@ def test_read_gold_and_predictions_from_a_spacy_doc(tmp_path):
         token.tag_ = tag
     s = score([gold], {"b": predicted_from_doc(doc)})
     assert (s.tag_accuracy, s.ent_f1, s.sent_f1) == (1.0, 1.0, 1.0)
+
+
+def test_predicted_entities_where_the_gold_does_not_know_are_not_scored():
+    a = GoldDoc(**{**A.__dict__, "unknown_ents": [(22, 35)]})  # the second sentence's entities are unknown
+    pred = Predicted(tokens=A.tokens, ents=[*A.ents, (27, 29, "PERSON")], sent_starts=[0, 22])
+    assert score([a], {"a": pred}).ent_precision == 1.0
+    assert score([A], {"a": pred}).ent_precision == 0.75
+
+
+def test_the_ewt_dev_gold_is_built_from_the_conllu_and_iob2_files(tmp_path):
+    from tests.operators.test_training import CONLLU, IOB2, TEXT
+
+    (tmp_path / "docs.jsonl").write_text(json.dumps({"id": "doc-1", "genre": "g", "split": "dev", "text": TEXT}) + "\n")
+    (tmp_path / "en_ewt-ud-dev.conllu").write_text(CONLLU)
+    (tmp_path / "en_ewt-ud-dev.iob2").write_text(IOB2)
+    (doc,) = read_gold(tmp_path)
+    assert doc.id == "doc-1" and doc.text == TEXT
+    assert doc.tokens[:3] == [(0, 1, "PRP"), (2, 4, "VBP"), (4, 7, "RB")] and len(doc.tokens) == 10
+    assert doc.ents == [(13, 22, "PER"), (25, 30, "LOC")] and doc.sents == [(0, 23), (25, 37)]
+    assert doc.unknown_ents == []
