@@ -86,6 +86,18 @@ def _mix(coefficients: list[float], stacked: Any) -> Any:
     return mixed
 
 
+def _mix_rows(coefficients: list[float], layers: Any, rows: Any) -> Any:
+    """`_mix(coefficients, layers[:, rows])`, the same floats, one layer's rows at a time: no
+    gathered copy of every layer (gathering all layers at once is several times slower)."""
+    mixed = layers[0][rows]
+    mixed *= coefficients[0]
+    for c, layer in zip(coefficients[1:], layers[1:]):
+        part = layer[rows]
+        part *= c
+        mixed += part
+    return mixed
+
+
 def _layer_stack(trf_data: Any, n_layers: int) -> Any:
     """(n_layers, rows, width) hidden states of one doc's output, rows flattened over its spans."""
     output = trf_data.model_output
@@ -182,7 +194,7 @@ def _bulk_forward(model: Model, refs: list[Any], batch: Any, coefficients: list[
     if aligned:
         rows = ops.xp.concatenate([batch.rows[r.rows] for r in aligned])
         lengths = ops.xp.concatenate([batch.lengths[r.tokens] for r in aligned])
-        pooled = pooling.predict(Ragged(_mix(coefficients, batch.layers[:, rows]), lengths))
+        pooled = pooling.predict(Ragged(_mix_rows(coefficients, batch.layers, rows), lengths))
         outputs = iter(ops.xp.split(pooled, np.cumsum([r.tokens.stop - r.tokens.start for r in aligned])[:-1].tolist()))
     width = batch.hidden.shape[1]
     result = []
