@@ -155,3 +155,19 @@ def test_a_transformer_without_every_layer_is_refused_with_what_to_set():
     # the listener's zeros for a doc the (disabled) transformer did not run on: zero vectors
     (out,) = model.predict([TransformerData.zeros(3, 4)])
     assert out.shape == (3, 4) and not out.any()
+
+
+def test_training_features_compacted_give_the_mix_the_same_token_vectors(mix_pipeline_dir):
+    """train-default keeps only the aligned rows of each layer, in float16 (jobs/train_default.py)."""
+    from jobs.train_default import compact_features
+
+    nlp = spacy.load(mix_pipeline_dir)
+    nlp.add_pipe("sentencizer", first=True)
+    docs = list(nlp.pipe(SAMPLE_TEXTS + ["Hello"]))
+    full = [doc._.trf_data for doc in docs]
+    compact = [compact_features(t) for t in full]
+    assert all(c.model_output.hidden_states[0].dtype == np.float16 for c in compact)
+    assert sum(c.model_output.last_hidden_state.size for c in compact) < sum(t.model_output.last_hidden_state.size for t in full)
+    mix = _mixes(nlp)[0]
+    for a, b in zip(mix.predict(full), mix.predict(compact)):
+        np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3)
