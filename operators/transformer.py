@@ -1,6 +1,6 @@
 """The prediction pass of a spacy-transformers `Transformer`, in bulk: same outputs, less work.
 
-spacy-transformers' `TransformerModel` forward, profiled in one actor on an H100 (bench/PERFLOG.md),
+spacy-transformers' `TransformerModel` forward, profiled in one actor on an H100,
 spends most of its time on the host, in per-token and per-wordpiece Python: a Token object and a
 dict entry per token to align wordpieces (twice: again to split the batch by doc), a Python string
 per wordpiece, lists of lists turned into arrays, and one padded forward call per sub-batch of
