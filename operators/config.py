@@ -219,4 +219,3 @@ class RunConfig(BaseModel):
             raise ConfigError(f"invalid options: {problems}") from None
 
 
-AnnotateConfig = RunConfig  # the name the run's config had before the annotator's part was its own

@@ -124,6 +124,14 @@ def precision_needs_transformer(name: str, precision: str, found: str) -> Config
     )
 
 
+def not_a_trained_model_folder(output: str, why: str) -> ConfigError:
+    return ConfigError(
+        f"train-default will not write into {output}: {why}. Training replaces everything a folder holds "
+        "but README.md and scores.json, so it writes only into a new or empty folder or one it wrote "
+        "before. Pass another --output, or move what that folder holds elsewhere first."
+    )
+
+
 def actors_did_not_start(actors: int, gpus: float, cpus: float, timeout_s: int) -> CorpusNLPError:
     return CorpusNLPError(
         f"the cluster did not start {actors} pipeline actor(s) asking for {gpus:g} GPU and {cpus:g} CPU each "

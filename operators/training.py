@@ -2,8 +2,12 @@
 
 Gold tags, lemmas and dependencies come from the CoNLL-U files; each document's tokens are placed on
 its raw text (docs.jsonl), so training sees the same texts, whitespace tokens and paragraph breaks
-that annotation sees. Entities: gold PER/ORG/LOC from gold_dev.jsonl for dev documents; silver
-labels from another pipeline (en_core_web_sm) for train documents.
+that annotation sees. Entities: gold PER/ORG/LOC of Universal NER, from its IOB2 files
+(en_ewt-ud-{train,dev}.iob2, aligned by sent_id; a sentence whose words differ from the CoNLL-U's,
+or that has no entry, keeps its entities unknown, not "outside"). gold_dev.jsonl is not read: it
+lacks the dev words it could not place on the raw text (2.9 % of them, clitics such as 's and n't
+among them), and with them the entities just before a possessive 's (dropped, or cut to their
+first words).
 
 Splits are fixed by a hash of the document id, so they never change between runs or machines.
 """
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +24,9 @@ from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.vocab import Vocab
 
-from .scoring import ENTITY_LABELS
-
 SPACE_TAG = "_SP"
-PROPER_NOUN_TAGS = ("NNP", "NNPS")
+# the entity labels scored (Universal NER's OTH is not one of them: its words count as outside)
+GOLD_ENTITY_LABELS = ("PER", "ORG", "LOC")
 
 
 @dataclass
@@ -45,6 +48,16 @@ class GoldDoc:
     ents: list[tuple[int, int, str]] | None = None  # char spans; None: not annotated
     genre: str = ""
     skipped_tokens: int = field(default=0)
+    # char ranges (whole sentences) whose entities are unknown although `ents` is given
+    unknown_ents: list[tuple[int, int]] = field(default_factory=list)
+
+
+class Sentence(list):
+    """A CoNLL-U sentence: its word dicts, and its sent_id."""
+
+    def __init__(self, words=(), sent_id: str = ""):
+        super().__init__(words)
+        self.sent_id = sent_id
 
 
 def split_of(doc_id: str, shares: dict[str, float]) -> str:
@@ -59,9 +72,9 @@ def split_of(doc_id: str, shares: dict[str, float]) -> str:
 
 
 def read_conllu(path: str | Path) -> dict[str, list[list[dict]]]:
-    """CoNLL-U → {newdoc id: [sentence: [word dict]]}; a multiword token's words carry its surface."""
+    """CoNLL-U → {newdoc id: [Sentence of word dicts]}; a multiword token's words carry its surface."""
     docs: dict[str, list[list[dict]]] = {}
-    current: list[dict] = []
+    current = Sentence()
     doc_id = ""
     mwt: dict[int, tuple[int, str]] = {}
     with open(path, encoding="utf-8") as handle:
@@ -70,10 +83,12 @@ def read_conllu(path: str | Path) -> dict[str, list[list[dict]]]:
             if line.startswith("# newdoc id = "):
                 doc_id = line.split("= ", 1)[1]
                 docs.setdefault(doc_id, [])
+            elif line.startswith("# sent_id = "):
+                current.sent_id = line.split("= ", 1)[1].strip()
             elif not line:
                 if current:
                     docs[doc_id].append(current)
-                current, mwt = [], {}
+                current, mwt = Sentence(), {}
             elif not line.startswith("#"):
                 cols = line.split("\t")
                 if "." in cols[0]:  # empty nodes (enhanced graphs only)
@@ -91,6 +106,49 @@ def read_conllu(path: str | Path) -> dict[str, list[list[dict]]]:
     if current:
         docs[doc_id].append(current)
     return docs
+
+
+def read_iob2(path: str | Path) -> dict[str, list[tuple[str, str]]]:
+    """Universal NER's IOB2 file → {sent_id: [(word, tag)]}."""
+    sentences: dict[str, list[tuple[str, str]]] = {}
+    words: list[tuple[str, str]] = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.rstrip("\n")
+            if line.startswith("# sent_id = "):
+                words = sentences.setdefault(line.split("= ", 1)[1].strip(), [])
+            elif line and not line.startswith("#"):
+                cols = line.split("\t")
+                words.append((cols[1], cols[2] if len(cols) > 2 else "O"))
+    return sentences
+
+
+def iob2_spans(tags: list[str]) -> list[tuple[int, int, str]]:
+    """(first word, last word + 1, label) of each PER/ORG/LOC entity in IOB2 tags.
+
+    Other labels (OTH) and a stray `B-O` count as outside; an I- tag that does not continue an
+    entity of its label starts one (as IOB2 readers usually repair it).
+    """
+    spans: list[tuple[int, int, str]] = []
+    current: list = []  # [first, label] of the entity being read
+    for i, tag in enumerate([*tags, "O"]):
+        prefix, _, label = tag.partition("-")
+        continues = prefix == "I" and current and current[1] == label
+        if current and not continues:
+            spans.append((current[0], i, current[1]))
+            current = []
+        if prefix in ("B", "I") and label in GOLD_ENTITY_LABELS and not continues:
+            current = [i, label]
+    return spans
+
+
+def sentence_entities(tokens: list[Token], offset: int, sentence: list[dict],
+                      gold: list[tuple[str, str]] | None) -> list[tuple[int, int, str]] | None:
+    """Char spans of a sentence's gold entities (its words start at tokens[offset]); None when
+    `gold` is missing or its words differ from the sentence's (then its entities are unknown)."""
+    if gold is None or [w for w, _ in gold] != [w["form"] for w in sentence]:
+        return None
+    return [(tokens[offset + a].start, tokens[offset + b - 1].end, label) for a, b, label in iob2_spans([t for _, t in gold])]
 
 
 def align(doc_id: str, text: str, sentences: list[list[dict]]) -> GoldDoc:
@@ -143,26 +201,62 @@ def _split_surface(surface: str, forms: list[str]) -> list[tuple[int, int]]:
 
 
 def load_ewt(ewt_dir: str | Path, split: str) -> list[GoldDoc]:
-    """Documents of the EWT `split` ("train" or "dev") on their raw text; dev ones with gold entities."""
+    """Documents of the EWT `split` ("train" or "dev") on their raw text (docs.jsonl), with gold
+    tags, parses and sentences (en_ewt-ud-`split`.conllu) and entities (en_ewt-ud-`split`.iob2)."""
     ewt = Path(ewt_dir)
     raw = {}
     with open(ewt / "docs.jsonl", encoding="utf-8") as handle:
         for line in handle:
             row = json.loads(line)
             raw[row["id"]] = row
-    gold_ents = {}
-    if split == "dev":
-        with open(ewt / "gold_dev.jsonl", encoding="utf-8") as handle:
-            for line in handle:
-                row = json.loads(line)
-                gold_ents[row["id"]] = [(s, e, label) for s, e, label in row["ents"]]
+    iob2 = read_iob2(ewt / f"en_ewt-ud-{split}.iob2")
     docs = []
     for doc_id, sentences in read_conllu(ewt / f"en_ewt-ud-{split}.conllu").items():
         doc = align(doc_id, raw[doc_id]["text"], sentences)
         doc.genre = raw[doc_id].get("genre", "")
-        doc.ents = gold_ents.get(doc_id) if split == "dev" else None
+        doc.ents = []
+        bounds = doc.sent_starts + [len(doc.tokens)]
+        for k, sentence in enumerate(sentences):
+            ents = sentence_entities(doc.tokens, bounds[k], sentence, iob2.get(sentence.sent_id))
+            if ents is None:
+                doc.unknown_ents.append((doc.tokens[bounds[k]].start, doc.tokens[bounds[k + 1] - 1].end))
+            else:
+                doc.ents.extend(ents)
         docs.append(doc)
     return docs
+
+
+# The most frequent disagreements between spaCy's English tokenizer and UD EWT's tokens on EWT's
+# train share, where a rule settles them: EWT keeps runs of ! and ? (and <<, >>, **, ==, __, --) as
+# one token, keeps the prefixes below attached with their hyphen ("e-mail", "non-profit"), keeps
+# phone numbers whole, and splits "and/or" and a clock time's AM/PM ("7:30PM"). A token the
+# tokenizer cuts otherwise than the gold has no right tag in the evaluation, whatever the tagger does.
+PUNCT_RUNS = [r"[.!?]*[!?][.!?]*(?<=..)", r"<{2,}", r">{2,}", r"\*{2,}", r"={2,}", r"_{2,}", r"-{2,}"]
+HYPHEN_PREFIXES = ["e", "non", "pre", "mid", "re", "anti", "post", "co", "multi", "over", "ex", "pro", "sub", "semi"]
+PHONE_NUMBER = r"(?:\d-)?\d{3}-\d{3}-\d{4}|\d{3}-\d{4}|\d{5}-\d{4}"
+
+
+def adapt_tokenizer(nlp) -> None:
+    """Make `nlp`'s (English) tokenizer cut text as UD EWT does where the two differ most often.
+
+    The rules are saved with the pipeline (its tokenizer's regexes and special cases)."""
+    import re
+
+    from spacy.lang.char_classes import ALPHA, HYPHENS
+    from spacy.util import compile_infix_regex, compile_prefix_regex, compile_suffix_regex
+
+    tokenizer, defaults = nlp.tokenizer, nlp.Defaults
+    tokenizer.prefix_search = compile_prefix_regex(PUNCT_RUNS + list(defaults.prefixes)).search
+    tokenizer.suffix_search = compile_suffix_regex(PUNCT_RUNS + [r"(?<=[0-9])(?:am|pm|AM|PM)"] + list(defaults.suffixes)).search
+    hyphen = r"(?<=[{a}0-9])(?:{h})(?=[{a}])".format(a=ALPHA, h=HYPHENS)
+    infixes = list(defaults.infixes)
+    if hyphen not in infixes:
+        raise RuntimeError("spaCy's English hyphen infix changed: review adapt_tokenizer")
+    attached = "".join(f"(?<!\\b{v})" for p in HYPHEN_PREFIXES for v in sorted({p, p.title(), p.upper()}))
+    infixes[infixes.index(hyphen)] = attached + hyphen
+    tokenizer.infix_finditer = compile_infix_regex(infixes).finditer
+    tokenizer.token_match = re.compile(f"^(?:{PHONE_NUMBER})$").match
+    tokenizer.rules = {k: v for k, v in tokenizer.rules.items() if k != "and/or"}
 
 
 def chunks(doc: GoldDoc, max_sents: int) -> Iterator[GoldDoc]:
@@ -185,23 +279,18 @@ def chunks(doc: GoldDoc, max_sents: int) -> Iterator[GoldDoc]:
             [s - first for s in doc.sent_starts if first <= s < stop],
             ents,
             doc.genre,
+            unknown_ents=[(s - char0, e - char0) for s, e in doc.unknown_ents if s >= char0 and e <= char1],
         )
 
 
-def to_example(
-    vocab: Vocab, doc: GoldDoc, ents: list[tuple[int, int, str]] | None, unsure_proper_nouns: bool = False
-) -> Example:
+def to_example(vocab: Vocab, doc: GoldDoc, ents: list[tuple[int, int, str]] | None) -> Example:
     """An Example whose predicted doc is the raw text's tokens with gold sentence boundaries set.
 
     Whitespace between tokens other than one space becomes a whitespace token (tag _SP, attached
-    to the token before it), as spaCy's tokenizer makes one. Entities that do not fall on token
-    boundaries are dropped; `ents=None` leaves entities unannotated.
-
-    `unsure_proper_nouns` is for silver entities: a gold proper noun outside every given entity is
-    marked missing (no cost whatever the recognizer predicts there) instead of "outside". Almost
-    every gold entity holds a proper noun (491 of 493 on the non-test EWT dev documents) and the
-    silver labels miss 36 % of gold entities there, so "outside" on those tokens would teach the
-    recognizer to miss them too (models/corpus_nlp_minilm/README.md: recall 0.51 → 0.64).
+    to the token before it), as spaCy's tokenizer makes one. `ents=None` leaves entities
+    unannotated. The tokens of an entity spaCy's recognizer cannot learn (off token boundaries,
+    across sentences, over a whitespace token) and those in `doc.unknown_ents` are marked missing
+    (no cost whatever the recognizer predicts there); every other token is "outside".
     """
     words: list[str] = []
     spaces: list[bool] = []
@@ -247,14 +336,14 @@ def to_example(
         token.is_sent_start = d == 0 or d in sent_starts
     example = Example.from_dict(predicted, {"tags": tags, "lemmas": lemmas, "heads": heads, "deps": deps})
     if ents is not None:
-        spans = [example.reference.char_span(s, e, label=label) for s, e, label in ents]
+        ref = example.reference
+        spans = [ref.char_span(s, e, label=label) for s, e, label in ents]
         kept = _non_overlapping([s for s in spans if _learnable(s)])
-        missing = []
-        if unsure_proper_nouns:
-            inside = {i for span in kept for i in range(span.start, span.end)}
-            ref = example.reference
-            missing = [ref[i : i + 1] for i, t in enumerate(ref) if t.tag_ in PROPER_NOUN_TAGS and i not in inside]
-        example.reference.set_ents(kept, missing=missing, default="outside")
+        unknown = [(s, e) for (s, e, _), span in zip(ents, spans) if not _learnable(span)] + list(doc.unknown_ents)
+        inside = {i for span in kept for i in range(span.start, span.end)}
+        missing = [ref[t.i : t.i + 1] for t in ref if t.i not in inside
+                   and any(t.idx < e and t.idx + len(t) > s for s, e in unknown)]
+        ref.set_ents(kept, missing=missing, default="outside")
     return example
 
 
@@ -269,25 +358,3 @@ def _non_overlapping(spans):
     from spacy.util import filter_spans
 
     return filter_spans(spans)
-
-
-def silver_entities(annotate: Callable[[Doc], Doc], vocab: Vocab, doc: GoldDoc) -> list[tuple[int, int, str]]:
-    """Entities another pipeline finds on the gold tokens of `doc`, mapped to PER/ORG/LOC.
-
-    Two corrections from the gold tags bring en_core_web_sm's entities closer to EWT's gold ones
-    (measured on EWT dev, whose gold entities are known: F1 0.548 → 0.618): an entity needs at
-    least one gold proper noun, and a leading determiner is left out ("the Pentagon" → Pentagon).
-    """
-    example = to_example(vocab, doc, None)
-    words = [t.text for t in example.predicted]
-    spaces = [bool(t.whitespace_) for t in example.predicted]
-    tagged = annotate(Doc(annotate.vocab, words=words, spaces=spaces))  # type: ignore[attr-defined]
-    gold = example.reference
-    ents = []
-    for ent in tagged.ents:
-        tokens = gold[ent.start : ent.end]
-        if ent.label_ not in ENTITY_LABELS or not any(t.tag_ in PROPER_NOUN_TAGS for t in tokens):
-            continue
-        start = tokens[1].idx if len(tokens) > 1 and tokens[0].tag_ == "DT" else ent.start_char
-        ents.append((start, ent.end_char, ENTITY_LABELS[ent.label_]))
-    return ents

@@ -17,8 +17,10 @@ prediction and computes the same things with numpy and one Rust tokenizer call:
   block of one float32 output; no padded copy of the whole batch exists;
 - output: one `TransformerData` per doc, as `FullTransformerBatch.split_by_doc` would give it,
   except that a doc's rows are padded to its own longest span, not the batch's (nothing reads the
-  padding: listeners follow the alignment, pooling the attention mask). Hidden states other than
-  the last layer's (the pooler output) are not kept.
+  padding: listeners follow the alignment, pooling the attention mask). When the transformer's
+  config asks for every layer's hidden states (`output_hidden_states`, as the default pipeline's
+  layer mix does), they are kept as spacy-transformers keeps them (`model_output.hidden_states`);
+  the pooler output is not kept.
 
 Tags, parses, entities and vectors equal those of spacy-transformers' own path (tested). Training
 is not affected: only `predict` (is_train=False) takes this path.
@@ -137,6 +139,7 @@ class BatchAlignment:
     hidden: Any  # (rows, width): every doc's block, back to back
     rows: Any  # (n_aligned,) int32: each token's wordpiece rows, token after token
     lengths: Any  # (n_tokens,) int32: rows per token
+    layers: Any = None  # (n_layers + 1, rows, width): every layer's hidden states, when the model outputs them
 
 
 class DocAlignment(NamedTuple):
@@ -202,6 +205,7 @@ class BulkTransformerForward:
         tokenizer = trf_model.tokenizer
         self.original_forward = original_forward  # training keeps spacy-transformers' own path
         self.hf_model = trf_model.transformer
+        self.all_layers = bool(getattr(self.hf_model.config, "output_hidden_states", False))
         self.span_getter = span_getter
         self.device, self.token_budget, self.bf16 = device, token_budget, bf16
         # a private copy of the Rust tokenizer: the Python one sets padding and truncation on its own
@@ -308,7 +312,8 @@ class BulkTransformerForward:
         from thinc.types import Ragged
         from transformers.file_utils import ModelOutput
 
-        hidden_xp = torch2xp(hidden) if hidden.numel() else None
+        layers_xp = torch2xp(hidden) if hidden.numel() else None
+        hidden_xp = layers_xp[-1] if layers_xp is not None else None
         rows = int(layout.doc_rows.sum())
         padded_ids = np.full(rows, self.pad_id, dtype=np.int64)
         padded_ids[layout.dst] = pieces.ids
@@ -326,7 +331,8 @@ class BulkTransformerForward:
         if hidden_xp is not None:  # the listeners' alignment of the whole batch, in one copy to its device
             xp = get_array_module(hidden_xp)
             both = xp.asarray(np.concatenate([align_rows.astype(np.int32), per_token32]))
-            batch = BatchAlignment(hidden_xp, both[: len(align_rows)], both[len(align_rows):])
+            batch = BatchAlignment(hidden_xp, both[: len(align_rows)], both[len(align_rows):],
+                                   layers_xp if self.all_layers else None)
         doc_data, token_start = [], 0
         for d, n_tokens in enumerate(token_counts):
             first, last = (int(align_end[t - 1]) if t else 0 for t in (token_start, token_start + n_tokens))
@@ -340,6 +346,8 @@ class BulkTransformerForward:
             doc_ids = padded_ids[block].reshape(shape)
             output = ModelOutput()
             output["last_hidden_state"] = hidden_xp[block].reshape(*shape, -1)
+            if self.all_layers:
+                output["hidden_states"] = [layer[block].reshape(*shape, -1) for layer in layers_xp]
             data = TransformerData(
                 wordpieces=WordpieceBatch(
                     strings=self.id_strings[doc_ids].tolist(),
@@ -357,15 +365,17 @@ class BulkTransformerForward:
 
     def _run(self, pieces: _Pieces, layout: _Layout, content: np.ndarray) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
         """The transformer over every span, by length-sorted buckets: the last hidden states at rows
-        `layout.dst` of one float32 (rows, width) tensor, and each span's sum of them (every
-        wordpiece, and its content wordpieces only), brought to the host in one copy for pooling."""
+        `layout.dst` of one float32 (1, rows, width) tensor ((n_layers + 1, rows, width) with every
+        layer's when the model outputs them, the last one last), and each span's sum of the last
+        (every wordpiece, and its content wordpieces only), brought to the host in one copy for pooling."""
         import torch
 
         ids, type_ids, lengths, dst, wp_span = pieces.ids, pieces.type_ids, pieces.lengths, layout.dst, layout.wp_span
         rows = int(layout.doc_rows.sum())
         device = torch.device(self.device)
         width = int(self.hf_model.config.hidden_size)
-        out = torch.zeros((rows, width), dtype=torch.float32, device=device)
+        n_out = int(self.hf_model.config.num_hidden_layers) + 1 if self.all_layers else 1
+        out = torch.zeros((n_out, rows, width), dtype=torch.float32, device=device)
         if not len(lengths):
             empty = np.zeros((0, width), dtype=np.float32)
             return out, (empty, empty)
@@ -394,12 +404,15 @@ class BulkTransformerForward:
                 inputs = {"input_ids": packed[:cells].view(len(bucket), w), "attention_mask": packed[cells: 2 * cells].view(len(bucket), w)}
                 if type_ids is not None:
                     inputs["token_type_ids"] = packed[2 * cells + 2 * n:].view(len(bucket), w)
-                hidden = self.hf_model(**inputs).last_hidden_state.reshape(cells, -1)
-                out.index_copy_(0, packed[2 * cells + n: 2 * cells + 2 * n], hidden[packed[2 * cells: 2 * cells + n]].float())
+                result = self.hf_model(**inputs)
+                states = result.hidden_states if self.all_layers else (result.last_hidden_state,)
+                for layer, state in zip(out, states):
+                    hidden = state.reshape(cells, -1)
+                    layer.index_copy_(0, packed[2 * cells + n: 2 * cells + 2 * n], hidden[packed[2 * cells: 2 * cells + n]].float())
             # span sums for pooling, on the device; one copy to the host for the whole batch
             index = torch.from_numpy(np.concatenate([dst, wp_span, np.flatnonzero(content)])).to(device)
             real_rows, owners, keep = index[: len(dst)], index[len(dst): 2 * len(dst)], index[2 * len(dst):]
-            real = out[real_rows]
+            real = out[-1][real_rows]
             sums = torch.zeros((2, len(lengths), width), dtype=torch.float32, device=device)
             sums[0].index_add_(0, owners, real)
             sums[1].index_add_(0, owners[keep], real[keep])

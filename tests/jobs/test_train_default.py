@@ -20,7 +20,10 @@ def test_train_ship_assemble_reproduces(tmp_path):
 
     heads = tmp_path / "heads"
     heads.mkdir()
-    (heads / "README.md").write_text("model card")  # re-training keeps the card, drops old files
+    # a folder an earlier train-default wrote: re-training keeps the card, drops old files
+    (heads / "meta.json").write_text(json.dumps({"name": "corpus_nlp_minilm", "version": "0.1.0"}))
+    (heads / "training.json").write_text("{}")
+    (heads / "README.md").write_text("model card")
     (heads / "stale.bin").write_text("old")
     result = train(str(EWT), str(heads), epochs=1, seed=0, limit_docs=4)
     assert [h["epoch"] for h in result["history"]] == [0]
@@ -38,3 +41,24 @@ def test_train_ship_assemble_reproduces(tmp_path):
     trf = nlp.get_pipe("transformer").model
     trf.attrs["get_spans"] = CappedSentenceSpans(trf.tokenizer, 256)  # as training and corpus-nlp do
     assert [doc_annotations(doc) for doc in nlp.pipe(p["text"] for p in expected)] == expected
+
+
+@pytest.mark.parametrize("holds", [{"notes.txt": "mine"}, {"meta.json": '{"name": "my_model"}', "training.json": "{}"},
+                                   {"meta.json": '{"name": "corpus_nlp_minilm"}'}])
+def test_train_default_refuses_a_folder_it_did_not_write(tmp_path, holds):
+    from jobs.train_default import check_output, train
+    from operators.errors import ConfigError
+
+    for name, text in holds.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match="will not write into .*Pass another --output"):
+        train(str(EWT), str(tmp_path), epochs=1, seed=0, limit_docs=1)
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == holds  # untouched
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="it is a file"):
+        check_output(str(tmp_path / "file"))
+    for fine in (tmp_path / "new", tmp_path / "empty"):
+        check_output(str(fine))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "README.md").write_text("card only")
+    check_output(str(tmp_path / "empty"))

