@@ -406,7 +406,8 @@ def bench_nlp_pipe_processes(model: str, texts: list[str], batch_size: int, n_pr
 
 
 def write_corpus(texts: list[str], folder: Path, layout: str) -> Path:
-    """The corpus as users' files hold it: `polars` one file with polars' defaults (one row group),
+    """The corpus as users' files hold it: `polars` one file with polars' defaults (polars 2.1 cuts
+    row groups of about 131k rows: one for up to ~131k rows, two for 200k),
     `row-groups-N` one file of N-row groups (pyarrow), `files-N` N files (as Spark writes a table)."""
     folder.mkdir(parents=True, exist_ok=True)
     ids = list(range(len(texts)))

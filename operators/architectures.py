@@ -113,7 +113,7 @@ def _layer_stack(trf_data: Any, n_layers: int) -> Any:
 
 
 def _layer_mix_forward(model: Model, trf_datas: list[Any], is_train: bool) -> tuple[list[Floats2d], Any]:
-    from .transformer import BATCH_ALIGNMENT_ATTR
+    from .transformer import BATCH_ALIGNMENT_ATTR, pool_bulk
 
     ops, pooling, n_layers = model.ops, model.layers[0], model.get_dim("nL")
     weights = ops.to_numpy(model.get_param("weights")).astype(np.float64)
@@ -128,7 +128,7 @@ def _layer_mix_forward(model: Model, trf_datas: list[Any], is_train: bool) -> tu
     if (not is_train and batch is not None and batch.layers is not None
             and all(r.batch is batch if r is not None else "last_hidden_state" not in t.model_output
                     for r, t in zip(refs, trf_datas))):
-        return _bulk_forward(model, refs, batch, coefficients), _no_backprop
+        return pool_bulk(model, refs, batch, lambda rows: _mix_rows(coefficients, batch.layers, rows)), _no_backprop
 
     # doc by doc (training, spacy-transformers' own forward): each doc's wordpiece rows that its
     # tokens align to, every layer, then mixed and pooled for the whole batch at once
@@ -183,30 +183,6 @@ def _zero_gradient(trf_data: Any) -> Any:
     last = trf_data.model_output.last_hidden_state
     zeros = ModelOutput(last_hidden_state=get_array_module(last).zeros(last.shape, dtype=last.dtype))
     return TransformerData(model_output=zeros, wordpieces=trf_data.wordpieces, align=trf_data.align)
-
-
-def _bulk_forward(model: Model, refs: list[Any], batch: Any, coefficients: list[float]) -> list[Floats2d]:
-    """Prediction over the docs of one bulk pass (operators/transformer.py): one gather of the
-    batch's rows, one mix and one pooling call for all docs (as BulkListenerPooling)."""
-    ops, pooling = model.ops, model.layers[0]
-    aligned = [r for r in refs if r is not None and r.rows.stop > r.rows.start]
-    outputs = iter([])
-    if aligned:
-        rows = ops.xp.concatenate([batch.rows[r.rows] for r in aligned])
-        lengths = ops.xp.concatenate([batch.lengths[r.tokens] for r in aligned])
-        pooled = pooling.predict(Ragged(_mix_rows(coefficients, batch.layers, rows), lengths))
-        outputs = iter(ops.xp.split(pooled, np.cumsum([r.tokens.stop - r.tokens.start for r in aligned])[:-1].tolist()))
-    width = batch.hidden.shape[1]
-    result = []
-    for r in refs:
-        if r is None:  # as trfs2arrays: a doc without transformer output gets a (0, 0) array
-            result.append(ops.alloc2f(0, 0))
-        elif r.rows.stop > r.rows.start:
-            result.append(next(outputs))
-        else:  # no token aligns to a wordpiece (whitespace only): one zero row per token
-            n = r.tokens.stop - r.tokens.start
-            result.append(pooling.predict(Ragged(ops.alloc2f(n, width), ops.alloc1i(n) + 1)))
-    return result
 
 
 def _no_backprop(d_outputs: Any) -> Any:

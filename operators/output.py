@@ -52,18 +52,6 @@ from .writer import DataFile
 STATE = "_corpus_nlp"
 APP_ID = "corpus-nlp"  # the Delta transaction id of corpus-nlp's commits
 OLD_LAYOUT = ("_manifest", "units")  # per-unit Parquet files and JSON entries (schema version 1)
-UNITS_SCHEMA = pa.schema(
-    [
-        pa.field("unit", pa.string(), nullable=False),
-        pa.field("round", pa.int64(), nullable=False),
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("path", pa.string(), nullable=False),
-        pa.field("identity", pa.string(), nullable=False),
-        pa.field("row_start", pa.int64(), nullable=False),
-        pa.field("row_end", pa.int64(), nullable=False),
-        pa.field("committed", pa.string(), nullable=False),
-    ]
-)
 DATA_TABLES = schema.TABLES  # documents first: see the module doc
 
 FaultHook = Callable[[str], None]
@@ -126,7 +114,7 @@ class Output:
         """Create the four data tables and `units` if they do not exist yet (empty, version 0)."""
         for table in DATA_TABLES:
             DeltaTable.create(self.table_url(table), schema.table_schema(table, id_type), mode="ignore", name=table)
-        DeltaTable.create(self.table_url("units"), UNITS_SCHEMA, mode="ignore", name="corpus_nlp_units")
+        DeltaTable.create(self.table_url("units"), schema.UNITS_SCHEMA, mode="ignore", name="corpus_nlp_units")
         if self.snapshot() is None:
             self.write_snapshot(0)
 
@@ -183,7 +171,7 @@ class Output:
                 "row_end": [p.row_end for _, p in pieces],
                 "committed": [now] * len(pieces),
             },
-            schema=UNITS_SCHEMA,
+            schema=schema.UNITS_SCHEMA,
         )
         check()
         self.fault("before_units_commit")

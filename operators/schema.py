@@ -121,3 +121,43 @@ def file_metadata(model: str, vector_width: int, pooling: str, precision: str = 
         META_POOLING: pooling,
         META_PRECISION: precision,
     }
+
+
+# corpus-nlp's own state, not read by users
+
+# one row per unit an actor finished: the block an actor returns to the driver
+UNIT_STATS_SCHEMA = pa.schema(
+    [
+        pa.field("unit", pa.string()),  # JSON of the unit (operators.units.unit_to_dict) and its planned unit
+        pa.field("status", pa.string()),  # ok | failed (the unit is then not committed)
+        pa.field("error", pa.string()),
+        pa.field("files", pa.string()),  # JSON: [DataFile.to_dict()], the unit's data files
+        pa.field("documents", pa.int64()),
+        pa.field("errors", pa.int64()),
+        pa.field("tokens", pa.int64()),
+        pa.field("words", pa.int64()),
+        pa.field("sentences", pa.int64()),
+        pa.field("entities", pa.int64()),
+        pa.field("first_error", pa.string()),
+        pa.field("vector_width", pa.int64()),
+        pa.field("forward_seconds", pa.float64()),  # of the unit's annotation: the transformer's forward passes
+        pa.field("host_seconds", pa.float64()),  # and everything else the pipeline did (the rest is reading and writing)
+        pa.field("seconds", pa.float64()),
+        pa.field("started", pa.float64()),  # wall clock (epoch seconds) when the actor took the unit up
+        pa.field("worker", pa.string()),  # JSON: where the unit ran (host, pid, node's raylet, GPU)
+    ]
+)
+
+# OUTPUT/_corpus_nlp/units, a Delta table: one row per committed unit, the commit point of exactly-once
+UNITS_SCHEMA = pa.schema(
+    [
+        pa.field("unit", pa.string(), nullable=False),
+        pa.field("round", pa.int64(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("identity", pa.string(), nullable=False),
+        pa.field("row_start", pa.int64(), nullable=False),
+        pa.field("row_end", pa.int64(), nullable=False),
+        pa.field("committed", pa.string(), nullable=False),
+    ]
+)

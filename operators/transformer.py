@@ -171,29 +171,35 @@ class BulkListenerPooling:
         if (is_train or batch is None or any(r is not None and r.batch is not batch for r in refs)
                 or any(r is None and "last_hidden_state" in t.model_output for r, t in zip(refs, trf_datas))):
             return self.original(model, trf_datas, is_train)
-        from thinc.types import Ragged
+        return pool_bulk(model, refs, batch, lambda rows: batch.hidden[rows]), _no_backprop
 
-        ops, pooling = model.ops, model.layers[0]
-        # a doc whose tokens align to no wordpiece (whitespace only): as spacy-transformers'
-        # `_apply_empty_alignment`, one zero row per token
-        aligned = [r for r in refs if r is not None and r.rows.stop > r.rows.start]
-        outputs = iter([])
-        if aligned:
-            rows = ops.xp.concatenate([batch.rows[r.rows] for r in aligned])
-            lengths = ops.xp.concatenate([batch.lengths[r.tokens] for r in aligned])
-            pooled = pooling.predict(Ragged(batch.hidden[rows], lengths))
-            outputs = iter(ops.xp.split(pooled, np.cumsum([r.tokens.stop - r.tokens.start for r in aligned])[:-1].tolist()))
-        width = batch.hidden.shape[1]
-        result = []
-        for r in refs:
-            if r is None:  # as trfs2arrays: a doc without transformer output gets a (0, 0) array
-                result.append(ops.alloc2f(0, 0))
-            elif r.rows.stop > r.rows.start:
-                result.append(next(outputs))
-            else:
-                n = r.tokens.stop - r.tokens.start
-                result.append(pooling.predict(Ragged(ops.alloc2f(n, width), ops.alloc1i(n) + 1)))
-        return result, _no_backprop
+
+def pool_bulk(model: Any, refs: list[DocAlignment | None], batch: Any, take: Any) -> list[Any]:
+    """Token vectors of the docs of one bulk pass: one gather of the batch's rows (`take(rows)`: the
+    hidden state's rows, or a mix of its layers'), one pooling call for all docs, the same rows in
+    the same order as spacy-transformers' listener, so the same vectors."""
+    from thinc.types import Ragged
+
+    ops, pooling = model.ops, model.layers[0]
+    aligned = [r for r in refs if r is not None and r.rows.stop > r.rows.start]
+    outputs = iter([])
+    if aligned:
+        rows = ops.xp.concatenate([batch.rows[r.rows] for r in aligned])
+        lengths = ops.xp.concatenate([batch.lengths[r.tokens] for r in aligned])
+        pooled = pooling.predict(Ragged(take(rows), lengths))
+        outputs = iter(ops.xp.split(pooled, np.cumsum([r.tokens.stop - r.tokens.start for r in aligned])[:-1].tolist()))
+    width = batch.hidden.shape[1]
+    result = []
+    for r in refs:
+        if r is None:  # as trfs2arrays: a doc without transformer output gets a (0, 0) array
+            result.append(ops.alloc2f(0, 0))
+        elif r.rows.stop > r.rows.start:
+            result.append(next(outputs))
+        else:  # no token aligns to a wordpiece (whitespace only): as spacy-transformers'
+            # `_apply_empty_alignment`, one zero row per token
+            n = r.tokens.stop - r.tokens.start
+            result.append(pooling.predict(Ragged(ops.alloc2f(n, width), ops.alloc1i(n) + 1)))
+    return result
 
 
 class BulkTransformerForward:

@@ -17,6 +17,7 @@ import time
 
 import pyarrow as pa
 
+from . import schema
 from .annotate import Annotator, describe
 from .config import AnnotatorConfig
 from .units import SOURCE_COLUMN, unit_rows
@@ -24,27 +25,6 @@ from .writer import UnitWriter
 
 log = logging.getLogger(__name__)
 
-UNIT_STATS_SCHEMA = pa.schema(
-    [
-        pa.field("unit", pa.string()),  # JSON of the unit (operators.units.unit_to_dict) and its planned unit
-        pa.field("status", pa.string()),  # ok | failed (the unit is then not committed)
-        pa.field("error", pa.string()),
-        pa.field("files", pa.string()),  # JSON: [DataFile.to_dict()], the unit's data files
-        pa.field("documents", pa.int64()),
-        pa.field("errors", pa.int64()),
-        pa.field("tokens", pa.int64()),
-        pa.field("words", pa.int64()),
-        pa.field("sentences", pa.int64()),
-        pa.field("entities", pa.int64()),
-        pa.field("first_error", pa.string()),
-        pa.field("vector_width", pa.int64()),
-        pa.field("forward_seconds", pa.float64()),  # of the unit's annotation: the transformer's forward passes
-        pa.field("host_seconds", pa.float64()),  # and everything else the pipeline did (the rest is reading and writing)
-        pa.field("seconds", pa.float64()),
-        pa.field("started", pa.float64()),  # wall clock (epoch seconds) when the actor took the unit up
-        pa.field("worker", pa.string()),  # JSON: where the unit ran (host, pid, node's raylet, GPU)
-    ]
-)
 _EMPTY_STATS = {"documents": 0, "errors": 0, "tokens": 0, "words": 0, "sentences": 0, "entities": 0,
                 "first_error": None, "vector_width": 0, "forward_seconds": 0.0, "host_seconds": 0.0}
 
@@ -68,7 +48,7 @@ class UnitAnnotator:
         )
 
     def __call__(self, block: pa.Table) -> pa.Table:
-        return pa.Table.from_pylist([self.process(unit, rows) for unit, rows in unit_rows(block)], schema=UNIT_STATS_SCHEMA)
+        return pa.Table.from_pylist([self.process(unit, rows) for unit, rows in unit_rows(block)], schema=schema.UNIT_STATS_SCHEMA)
 
     def process(self, unit: str, rows: pa.Table) -> dict:
         start, started = time.perf_counter(), time.time()
