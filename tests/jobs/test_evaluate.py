@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from deltalake import write_deltalake
 import pytest
 
 from jobs import evaluate as ev
@@ -30,14 +31,14 @@ def write_gold(path: Path) -> str:
 
 
 def write_output(out: Path, tokens: list, ents: list, sent_starts: list) -> None:
-    """The three tables evaluate reads, as corpus-nlp lays them out (only the columns it reads)."""
+    """The three tables evaluate reads, as corpus-nlp lays them out (Delta tables; only the columns
+    it reads)."""
     for table, rows, names in (("tokens", tokens, ("doc_id", "start_char", "end_char", "tag")),
                                ("entities", ents, ("doc_id", "start_char", "end_char", "label")),
                                ("sentences", sent_starts, ("doc_id", "start_char"))):
-        (out / table).mkdir(parents=True)
         columns = list(zip(*rows)) if rows else [[] for _ in names]
-        pq.write_table(pa.table({n: pa.array(c, pa.string() if n in ("doc_id", "tag", "label") else pa.int64())
-                                 for n, c in zip(names, columns)}), out / table / "part-0.parquet")
+        write_deltalake(str(out / table), pa.table({n: pa.array(c, pa.string() if n in ("doc_id", "tag", "label") else pa.int64())
+                                                    for n, c in zip(names, columns)}))
 
 
 # doc a: Ann mistagged and "Paris." one token (6 of 10 tags); Bob right, Ann as ORG, Paris on the
