@@ -32,6 +32,7 @@ from .storage import PreconditionFailed, Storage, Version
 
 HEARTBEAT_S = 15.0
 STALE_AFTER_S = 600.0
+ACQUIRE_ATTEMPTS = 5  # looks at a lock that keeps changing under a take-over before giving up
 LOCK = ("_corpus_nlp", "lock")
 
 
@@ -49,24 +50,35 @@ class RunLock:
         self.version: Version | None = None
         self.lost: str | None = None  # why, once the heartbeat found the lock gone
         self._stop = threading.Event()
+        # the heartbeat's conditional write and the version it returns are one step for check():
+        # between them an object store already shows the new version while self.version is the old
+        self._beating = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def record(self) -> bytes:
         return json.dumps({"run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}).encode()
 
     def acquire(self, break_lock: bool = False) -> None:
-        self.version = self.storage.create_exclusive(self.path, self.record())
-        if self.version is None:
+        """Create the lock, or take it over from a holder that is stale (or any, with `break_lock`).
+        A take-over is a compare-and-swap on the version just read: a holder's heartbeat or another
+        run's take-over in between makes it fail, and the lock is looked at again (a live holder's
+        heartbeat makes it not stale; `break_lock` tries again), a few times at most."""
+        for _ in range(ACQUIRE_ATTEMPTS):
+            self.version = self.storage.create_exclusive(self.path, self.record())
+            if self.version is not None:
+                break
             holder, version = self.holder()
-            if version is not None and (break_lock or self.is_stale(holder)):
-                try:
-                    self.version = self.storage.take_over(self.path, self.record(), version)
-                except PreconditionFailed:
-                    self.version = None  # another run took it over first
-            elif version is None:  # released between our two looks
-                self.version = self.storage.create_exclusive(self.path, self.record())
-            if self.version is None:
-                raise errors.output_locked(self.storage.url, self.holder()[0])
+            if version is None:  # released between our two looks
+                continue
+            if not (break_lock or self.is_stale(holder)):
+                break
+            try:
+                self.version = self.storage.take_over(self.path, self.record(), version)
+                break
+            except PreconditionFailed:  # the holder beat, or another run took it over, in between
+                continue
+        if self.version is None:
+            raise errors.output_locked(self.storage.url, self.holder()[0])
         self._thread = threading.Thread(target=self._beat, name="corpus-nlp-lock", daemon=True)
         self._thread.start()
 
@@ -98,8 +110,9 @@ class RunLock:
 
     def check(self) -> None:
         """The fence: raise LockLost unless the lock is still the one this run holds."""
-        if self.lost is None and self.version is not None and self.storage.version(self.path) != self.version:
-            self.lost = "another run took OUTPUT's lock over (or it was removed)"
+        with self._beating:
+            if self.lost is None and self.version is not None and self.storage.version(self.path) != self.version:
+                self.lost = "another run took OUTPUT's lock over (or it was removed)"
         if self.lost is not None:
             holder = self.holder()[0]
             raise LockLost(
@@ -110,12 +123,13 @@ class RunLock:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
-            try:
-                assert self.version is not None
-                self.version = self.storage.replace_if(self.path, self.record(), self.version)
-            except PreconditionFailed:
-                self.lost = "another run took OUTPUT's lock over (or it was removed)"
-                return
+            with self._beating:
+                try:
+                    assert self.version is not None
+                    self.version = self.storage.replace_if(self.path, self.record(), self.version)
+                except PreconditionFailed:
+                    self.lost = "another run took OUTPUT's lock over (or it was removed)"
+                    return
 
     def release(self) -> None:
         self._stop.set()

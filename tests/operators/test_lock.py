@@ -10,7 +10,7 @@ import pytest
 
 from operators.errors import OutputError
 from operators.lock import LockLost, RunLock
-from operators.storage import Storage
+from operators.storage import PreconditionFailed, Storage
 
 
 def record(tmp_path):
@@ -103,6 +103,52 @@ def test_the_heartbeat_refreshes_the_lock_it_holds(tmp_path):
     time.sleep(0.3)
     assert record(tmp_path)["heartbeat"] > first
     lock.check()
+    lock.release()
+
+
+def test_on_s3_break_lock_takes_over_a_holder_that_beats_in_between(s3, monkeypatch):
+    """On S3 every heartbeat gives the lock a new ETag. One lands between the taker's look and its
+    conditional PUT: the taker looks again and takes the lock over; the holder is fenced."""
+    storage = Storage(f"{s3}/out")
+    holder = RunLock(storage, "run-1", heartbeat_s=3600)
+    holder.acquire()
+    take_over, beats = storage.take_over, []
+
+    def beat_first(path, data, version):
+        if not beats:  # the holder's heartbeat, just before the taker's first compare-and-swap
+            holder.version = storage.replace_if(path, holder.record(), holder.version)
+            beats.append(holder.version)
+        return take_over(path, data, version)
+
+    monkeypatch.setattr(storage, "take_over", beat_first)
+    taker = RunLock(storage, "taker")
+    taker.acquire(break_lock=True)
+    assert len(beats) == 1 and json.loads(storage.read_bytes(storage.path("_corpus_nlp", "lock")))["run_id"] == "taker"
+    with pytest.raises(PreconditionFailed):  # the holder's next heartbeat finds the lock changed
+        storage.replace_if(storage.path("_corpus_nlp", "lock"), holder.record(), holder.version)
+    taker.release()
+    holder._stop.set()
+
+
+def test_on_s3_a_check_during_its_own_heartbeat_is_not_a_lost_lock(s3, monkeypatch):
+    """The heartbeat's conditional PUT has landed (a new ETag) and its answer is not back yet when
+    a commit checks the fence: the check waits for the heartbeat instead of calling the lock lost."""
+    import threading
+
+    storage = Storage(f"{s3}/out")
+    replace_if, landed = storage.replace_if, threading.Event()
+
+    def slow_answer(path, data, expected):
+        version = replace_if(path, data, expected)
+        landed.set()
+        time.sleep(0.3)
+        return version
+
+    monkeypatch.setattr(storage, "replace_if", slow_answer)
+    lock = RunLock(storage, "run-1", heartbeat_s=0.05)
+    lock.acquire()
+    assert landed.wait(5)
+    lock.check()  # does not raise LockLost
     lock.release()
 
 
