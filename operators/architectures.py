@@ -113,7 +113,7 @@ def _layer_stack(trf_data: Any, n_layers: int) -> Any:
 
 
 def _layer_mix_forward(model: Model, trf_datas: list[Any], is_train: bool) -> tuple[list[Floats2d], Any]:
-    from .transformer import BATCH_ALIGNMENT_ATTR, pool_bulk
+    from .transformer import bulk_batch, pool_bulk
 
     ops, pooling, n_layers = model.ops, model.layers[0], model.get_dim("nL")
     weights = ops.to_numpy(model.get_param("weights")).astype(np.float64)
@@ -122,12 +122,8 @@ def _layer_mix_forward(model: Model, trf_datas: list[Any], is_train: bool) -> tu
     share /= share.sum()
     coefficients = (scale * share).tolist()
 
-    refs = [getattr(t, BATCH_ALIGNMENT_ATTR, None) for t in trf_datas]
-    batch = next((r.batch for r in refs if r is not None), None)
-    # other docs are allowed only as spacy-transformers' empty ones (no output: zero rows)
-    if (not is_train and batch is not None and batch.layers is not None
-            and all(r.batch is batch if r is not None else "last_hidden_state" not in t.model_output
-                    for r, t in zip(refs, trf_datas))):
+    refs, batch = bulk_batch(trf_datas, is_train)
+    if batch is not None and batch.layers is not None:
         return pool_bulk(model, refs, batch, lambda rows: _mix_rows(coefficients, batch.layers, rows)), _no_backprop
 
     # doc by doc (training, spacy-transformers' own forward): each doc's wordpiece rows that its

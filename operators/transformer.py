@@ -165,13 +165,22 @@ class BulkListenerPooling:
         self.original = original
 
     def __call__(self, model: Any, trf_datas: list[Any], is_train: bool) -> tuple[Any, Any]:
-        refs: list[DocAlignment | None] = [getattr(t, BATCH_ALIGNMENT_ATTR, None) for t in trf_datas]
-        batch = next((r.batch for r in refs if r is not None), None)
-        # other docs are allowed only as spacy-transformers' empty ones (no output: zero rows)
-        if (is_train or batch is None or any(r is not None and r.batch is not batch for r in refs)
-                or any(r is None and "last_hidden_state" in t.model_output for r, t in zip(refs, trf_datas))):
+        refs, batch = bulk_batch(trf_datas, is_train)
+        if batch is None:
             return self.original(model, trf_datas, is_train)
         return pool_bulk(model, refs, batch, lambda rows: batch.hidden[rows]), _no_backprop
+
+
+def bulk_batch(trf_datas: list[Any], is_train: bool) -> tuple[list[DocAlignment | None], Any]:
+    """Each doc's alignment in a bulk pass, and the pass's batch if all docs come from that one pass
+    (other docs allowed only as spacy-transformers' empty ones: no output, zero rows) and this is
+    prediction; else None, and the caller takes spacy-transformers' own path."""
+    refs: list[DocAlignment | None] = [getattr(t, BATCH_ALIGNMENT_ATTR, None) for t in trf_datas]
+    batch = next((r.batch for r in refs if r is not None), None)
+    if (is_train or batch is None or any(r is not None and r.batch is not batch for r in refs)
+            or any(r is None and "last_hidden_state" in t.model_output for r, t in zip(refs, trf_datas))):
+        return refs, None
+    return refs, batch
 
 
 def pool_bulk(model: Any, refs: list[DocAlignment | None], batch: Any, take: Any) -> list[Any]:
