@@ -349,7 +349,7 @@ def run(config: RunConfig, console: Console | None = None) -> RunReport:
         if changed:
             _finish_output(config, output, lock, report)
         report.snapshot = output.snapshot() or {}
-        report.duplicate_ids = _duplicate_ids(config.output, report, report.sources)
+        report.duplicate_ids = _duplicate_ids(config.output, report)
     finally:
         lock.release()
     report.seconds = time.perf_counter() - start
@@ -536,12 +536,13 @@ def _finish_output(config: RunConfig, output: Output, lock: RunLock, report: Run
     report.output_files = output.file_counts()
 
 
-def _duplicate_ids(output: str, report: RunReport, sources: set[str]) -> dict[str, Any]:
-    """Ids of the documents this run added (from `sources`) that occur more than once in OUTPUT: each
+def _duplicate_ids(output: str, report: RunReport) -> dict[str, Any]:
+    """Ids of the documents this run added (from `report.sources`) that occur more than once in OUTPUT: each
     occurrence is annotated and kept (documented). Memory follows this run's documents, not OUTPUT's."""
     from operators import query
 
     pl = query.pl
+    sources = report.sources
     if not sources:
         return {"count": 0, "examples": []}
     try:
