@@ -77,17 +77,8 @@ def _layer_mix_init(model: Model, X: Any = None, Y: Any = None) -> None:
     model.set_param("scale", model.ops.asarray1f([1.0]))
 
 
-def _mix(coefficients: list[float], stacked: Any) -> Any:
-    """Σ c_l · stacked[l], elementwise in a fixed order: the same rows give the same floats
-    whatever else is in the batch (a BLAS reduction's blocking could differ)."""
-    mixed = stacked[0] * coefficients[0]
-    for c, layer in zip(coefficients[1:], stacked[1:]):
-        mixed += layer * c
-    return mixed
-
-
 def _mix_rows(coefficients: list[float], layers: Any, rows: Any) -> Any:
-    """`_mix(coefficients, layers[:, rows])`, the same floats, one layer's rows at a time: no
+    """`mix_layers(coefficients, layers[:, rows])`, the same floats, one layer's rows at a time: no
     gathered copy of every layer (gathering all layers at once is several times slower)."""
     mixed = layers[0][rows]
     mixed *= coefficients[0]
@@ -112,19 +103,41 @@ def _layer_stack(trf_data: Any, n_layers: int) -> Any:
     return [s.reshape(-1, width) for s in states]
 
 
-def _layer_mix_forward(model: Model, trf_datas: list[Any], is_train: bool) -> tuple[list[Floats2d], Any]:
-    from .transformer import bulk_batch, pool_bulk
+def mix_coefficients(model: Model) -> list[float]:
+    """A layer mix's coefficient per hidden state: scale · softmax(weights)."""
+    return _mix_parts(model)[2]
 
-    ops, pooling, n_layers = model.ops, model.layers[0], model.get_dim("nL")
+
+def _mix_parts(model: Model) -> tuple[np.ndarray, float, list[float]]:
+    ops = model.ops
     weights = ops.to_numpy(model.get_param("weights")).astype(np.float64)
     scale = float(ops.to_numpy(model.get_param("scale"))[0])
     share = np.exp(weights - weights.max())
     share /= share.sum()
-    coefficients = (scale * share).tolist()
+    return share, scale, (scale * share).tolist()
+
+
+def _layer_mix_forward(model: Model, trf_datas: list[Any], is_train: bool) -> tuple[list[Floats2d], Any]:
+    from .transformer import bulk_batch, mix_layers, pool_bulk
+
+    ops, pooling, n_layers = model.ops, model.layers[0], model.get_dim("nL")
+    share, scale, coefficients = _mix_parts(model)
 
     refs, batch = bulk_batch(trf_datas, is_train)
+    if batch is not None and model.id in batch.mixed:  # the forward pass mixed the layers (BulkTransformerForward.add_mix)
+        mixed = batch.mixed[model.id]
+        return pool_bulk(model, refs, batch, lambda rows: mixed[rows]), _no_backprop
     if batch is not None and batch.layers is not None:
         return pool_bulk(model, refs, batch, lambda rows: _mix_rows(coefficients, batch.layers, rows)), _no_backprop
+    if batch is None and not is_train and _mixed_by_forward(model, trf_datas, refs):  # docs of several bulk passes
+        outputs = [ops.alloc2f(0, 0) for _ in trf_datas]
+        for one in {id(r.batch): r.batch for r in refs if r is not None}.values():
+            mixed = one.mixed[model.id]
+            pooled = pool_bulk(model, [r if r is not None and r.batch is one else None for r in refs], one, lambda rows: mixed[rows])
+            for i, (r, vectors) in enumerate(zip(refs, pooled)):
+                if r is not None and r.batch is one:
+                    outputs[i] = vectors
+        return outputs, _no_backprop
 
     # doc by doc (training, spacy-transformers' own forward): each doc's wordpiece rows that its
     # tokens align to, every layer, then mixed and pooled for the whole batch at once
@@ -147,7 +160,7 @@ def _layer_mix_forward(model: Model, trf_datas: list[Any], is_train: bool) -> tu
     if owners:
         stacked = ops.xp.concatenate(gathered, axis=1)
         token_lengths = ops.xp.concatenate(lengths)
-        pooled, backprop_pooling = pooling(Ragged(_mix(coefficients, stacked), token_lengths), is_train)
+        pooled, backprop_pooling = pooling(Ragged(mix_layers(coefficients, stacked), token_lengths), is_train)
         splits = np.cumsum([len(x) for x in lengths])[:-1].tolist()
         for i, vectors in zip(owners, ops.xp.split(pooled, splits)):
             outputs[i] = vectors
@@ -168,6 +181,13 @@ def _layer_mix_forward(model: Model, trf_datas: list[Any], is_train: bool) -> tu
         return [_zero_gradient(trf_datas[i]) for i in owners]
 
     return outputs, backprop
+
+
+def _mixed_by_forward(model: Model, trf_datas: list[Any], refs: list[Any]) -> bool:
+    """Do these docs all come from bulk passes that mixed the layers for `model` (or have no output)?"""
+    return any(r is not None for r in refs) and all(
+        model.id in r.batch.mixed if r is not None else "last_hidden_state" not in t.model_output
+        for r, t in zip(refs, trf_datas))
 
 
 def _zero_gradient(trf_data: Any) -> Any:

@@ -21,6 +21,7 @@ or spacy-transformers is made through operators/patches.py.
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -108,7 +109,7 @@ def load_pipeline(
             spacy.require_gpu(0)
         except Exception as exc:  # cupy missing or no CUDA device: say what to install
             raise errors.gpu_unavailable(exc) from exc
-    from . import architectures  # noqa: F401  (the default pipeline's tok2vec architecture)
+    from . import architectures  # registers the default pipeline's architectures; its layer mixes are read below
     from .default_model import resolve
 
     exclude = tuple(exclude)
@@ -140,6 +141,8 @@ def load_pipeline(
             patches.predict_whole_batches(nlp.get_pipe(component))
             for listener_pooling in _listener_poolings(nlp, component):
                 patches.replace_listener_pooling(listener_pooling, BulkListenerPooling)
+            for mix in _listener_nodes(nlp, component, "trfs2arrays_layer_mix"):  # mixed in the forward pass
+                forward.add_mix(mix.id, mix.get_dim("nL"), functools.partial(architectures.mix_coefficients, mix))
         elif precision != "fp32":  # spacy-transformers as it comes has no bf16 (its mixed_precision is fp16)
             raise errors.precision_needs_transformer(name, precision, "a pipeline with a slow (Python) tokenizer")
     elif precision != "fp32":
@@ -178,8 +181,13 @@ def load_pipeline(
 def _listener_poolings(nlp: Language, transformer: str) -> list[Any]:
     """The `trfs2arrays` layers (a listener's pooling of wordpieces into token vectors) of the
     components that listen to `transformer`."""
+    return _listener_nodes(nlp, transformer, "trfs2arrays")
+
+
+def _listener_nodes(nlp: Language, transformer: str, layer: str) -> list[Any]:
+    """The layers named `layer` in the components other than `transformer`."""
     return [node for name, proc in nlp.pipeline if name != transformer and isinstance(getattr(proc, "model", None), Model)
-            for node in proc.model.walk() if node.name == "trfs2arrays"]
+            for node in proc.model.walk() if node.name == layer]
 
 
 def argmax_per_doc(scores: list) -> list[np.ndarray]:

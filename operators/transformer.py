@@ -18,9 +18,11 @@ prediction and computes the same things with numpy and one Rust tokenizer call:
 - output: one `TransformerData` per doc, as `FullTransformerBatch.split_by_doc` would give it,
   except that a doc's rows are padded to its own longest span, not the batch's (nothing reads the
   padding: listeners follow the alignment, pooling the attention mask). When the transformer's
-  config asks for every layer's hidden states (`output_hidden_states`, as the default pipeline's
-  layer mix does), they are kept as spacy-transformers keeps them (`model_output.hidden_states`);
-  the pooler output is not kept.
+  config asks for every layer's hidden states (`output_hidden_states`), the scalar mix of them that
+  each listening layer mix wants (the default pipeline's tok2vec) is computed in the forward pass
+  (`add_mix`) and the batch keeps those and the last layer; with no layer mix registered, every
+  layer is kept as spacy-transformers keeps it (`model_output.hidden_states`). The pooler output is
+  not kept. On the CPU the batch's output buffer is reused once no doc holds it.
 
 Tags, parses, entities and vectors equal those of spacy-transformers' own path (tested). Training
 is not affected: only `predict` (is_train=False) takes this path.
@@ -30,7 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, NamedTuple
 
@@ -139,7 +143,8 @@ class BatchAlignment:
     hidden: Any  # (rows, width): every doc's block, back to back
     rows: Any  # (n_aligned,) int32: each token's wordpiece rows, token after token
     lengths: Any  # (n_tokens,) int32: rows per token
-    layers: Any = None  # (n_layers + 1, rows, width): every layer's hidden states, when the model outputs them
+    layers: Any = None  # (n_layers + 1, rows, width): every layer's hidden states, when kept (see `_run`)
+    mixed: dict[int, Any] = field(default_factory=dict)  # a layer mix's id -> its (rows, width) mixed states
 
 
 class DocAlignment(NamedTuple):
@@ -238,6 +243,22 @@ class BulkTransformerForward:
         # seconds spent in `_run` (the forward calls, rows written out, pooling sums copied back; on a
         # GPU that includes waiting for the device): what the Annotator reports as forward time
         self.seconds = 0.0
+        # CPU only: the last batch's output buffer, and a weak reference to the array through which
+        # its docs see it (see `_output_buffer`)
+        self._spare: Any = None
+        self._spare_users: weakref.ref | None = None
+        # layer mixes of the listening components (`add_mix`): id -> their coefficients, read per batch
+        self.mixes: dict[int, Callable[[], list[float]]] = {}
+
+    def add_mix(self, key: int, n_layers: int, coefficients: Callable[[], list[float]]) -> None:
+        """Compute a listener's scalar mix of every layer in the forward pass, from `coefficients()`
+        (Σ c_l · layer_l, one per hidden state, embeddings first): the batch then keeps the mix and
+        the last layer, not every layer. `key` is what the listener finds its mix by in the batch."""
+        states = int(self.hf_model.config.num_hidden_layers) + 1
+        if not self.all_layers or n_layers != states:
+            raise errors.ModelError(f"the transformer gives {states if self.all_layers else 1} hidden states; a layer mix expects "
+                             f"{n_layers} (set output_hidden_states in the transformer's config, and `layers` to its layers + 1)")
+        self.mixes[key] = coefficients
 
     def __call__(self, model: Any, docs: list[Doc], is_train: bool) -> tuple[Any, Any]:
         if is_train:
@@ -252,9 +273,10 @@ class BulkTransformerForward:
         pieces = self._encode(doc_texts, offsets, ranges)
         layout = _Layout(np.array([len(r) for r in ranges], dtype=np.int64), pieces.lengths)
         content = ~np.isin(pieces.ids, self.special_ids)
+        mixes = {key: coefficients() for key, coefficients in self.mixes.items()}
         start = time.perf_counter()
         try:
-            hidden, span_sums = self._run(pieces, layout, content)
+            hidden, span_sums = self._run(pieces, layout, content, mixes)
         finally:
             self.seconds += time.perf_counter() - start
         content_counts = np.bincount(layout.wp_span[content], minlength=len(pieces.lengths))
@@ -270,7 +292,7 @@ class BulkTransformerForward:
             wordpieces=WordpieceBatch.empty(),
             model_output=ModelOutput(),
             align=Ragged(np.zeros(0, np.int32), np.zeros(0, np.int32)),
-            cached_doc_data=self._doc_data(pieces, layout, hidden, align_rows, per_token, [len(idx) for idx, _ in offsets]),
+            cached_doc_data=self._doc_data(pieces, layout, hidden, align_rows, per_token, [len(idx) for idx, _ in offsets], list(mixes)),
         )
         return batch, _no_backprop
 
@@ -319,15 +341,19 @@ class BulkTransformerForward:
         return layout.dst[wordpiece[order]], np.bincount(token, minlength=len(all_idx))
 
     def _doc_data(self, pieces: _Pieces, layout: _Layout, hidden: Any, align_rows: np.ndarray, per_token: np.ndarray,
-                  token_counts: list[int]) -> list[Any]:
+                  token_counts: list[int], mixes: list[int]) -> list[Any]:
         """One TransformerData per doc, as FullTransformerBatch.split_by_doc gives it (rows padded
-        to the doc's own longest span)."""
+        to the doc's own longest span). `hidden` as `_run` gives it: with `mixes`, their mixed states
+        first, in order."""
         from spacy_transformers.data_classes import TransformerData, WordpieceBatch
         from thinc.api import get_array_module, torch2xp
         from thinc.types import Ragged
         from transformers.file_utils import ModelOutput
 
         layers_xp = torch2xp(hidden) if hidden.numel() else None
+        if layers_xp is not None and self._spare is not None:
+            # every view a doc keeps of this batch's hidden states has `layers_xp` as its base
+            self._spare_users = weakref.ref(layers_xp)
         hidden_xp = layers_xp[-1] if layers_xp is not None else None
         rows = int(layout.doc_rows.sum())
         padded_ids = np.full(rows, self.pad_id, dtype=np.int64)
@@ -347,7 +373,8 @@ class BulkTransformerForward:
             xp = get_array_module(hidden_xp)
             both = xp.asarray(np.concatenate([align_rows.astype(np.int32), per_token32]))
             batch = BatchAlignment(hidden_xp, both[: len(align_rows)], both[len(align_rows):],
-                                   layers_xp if self.all_layers else None)
+                                   layers_xp if self.all_layers and not mixes else None,
+                                   dict(zip(mixes, layers_xp)))
         doc_data, token_start = [], 0
         for d, n_tokens in enumerate(token_counts):
             first, last = (int(align_end[t - 1]) if t else 0 for t in (token_start, token_start + n_tokens))
@@ -361,7 +388,7 @@ class BulkTransformerForward:
             doc_ids = padded_ids[block].reshape(shape)
             output = ModelOutput()
             output["last_hidden_state"] = hidden_xp[block].reshape(*shape, -1)
-            if self.all_layers:
+            if self.all_layers and not mixes:
                 output["hidden_states"] = [layer[block].reshape(*shape, -1) for layer in layers_xp]
             data = TransformerData(
                 wordpieces=WordpieceBatch(
@@ -378,19 +405,21 @@ class BulkTransformerForward:
             doc_data.append(data)
         return doc_data
 
-    def _run(self, pieces: _Pieces, layout: _Layout, content: np.ndarray) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
+    def _run(self, pieces: _Pieces, layout: _Layout, content: np.ndarray,
+             mixes: dict[int, list[float]]) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
         """The transformer over every span, by length-sorted buckets: the last hidden states at rows
-        `layout.dst` of one float32 (1, rows, width) tensor ((n_layers + 1, rows, width) with every
-        layer's when the model outputs them, the last one last), and each span's sum of the last
-        (every wordpiece, and its content wordpieces only), brought to the host in one copy for pooling."""
+        `layout.dst` of one float32 (1, rows, width) tensor, the last one last; when the model
+        outputs every layer, each of `mixes` before it ((len(mixes) + 1, rows, width)), or with no
+        mix every layer's ((n_layers + 1, rows, width)); and each span's sum of the last (every
+        wordpiece, and its content wordpieces only), brought to the host in one copy for pooling."""
         import torch
 
         ids, type_ids, lengths, dst, wp_span = pieces.ids, pieces.type_ids, pieces.lengths, layout.dst, layout.wp_span
         rows = int(layout.doc_rows.sum())
         device = torch.device(self.device)
         width = int(self.hf_model.config.hidden_size)
-        n_out = int(self.hf_model.config.num_hidden_layers) + 1 if self.all_layers else 1
-        out = torch.zeros((n_out, rows, width), dtype=torch.float32, device=device)
+        n_out = len(mixes) + 1 if mixes else int(self.hf_model.config.num_hidden_layers) + 1 if self.all_layers else 1
+        out = self._output_buffer((n_out, rows, width), device, dst)
         if not len(lengths):
             empty = np.zeros((0, width), dtype=np.float32)
             return out, (empty, empty)
@@ -421,9 +450,15 @@ class BulkTransformerForward:
                     inputs["token_type_ids"] = packed[2 * cells + 2 * n:].view(len(bucket), w)
                 result = self.hf_model(**inputs)
                 states = result.hidden_states if self.all_layers else (result.last_hidden_state,)
-                for layer, state in zip(out, states):
-                    hidden = state.reshape(cells, -1)
-                    layer.index_copy_(0, packed[2 * cells + n: 2 * cells + 2 * n], hidden[packed[2 * cells: 2 * cells + n]].float())
+                positions, rows_to = packed[2 * cells: 2 * cells + n], packed[2 * cells + n: 2 * cells + 2 * n]
+                if mixes:
+                    taken = [state.reshape(cells, -1)[positions].float() for state in states]
+                    for layer, coefficients in zip(out, mixes.values()):
+                        layer.index_copy_(0, rows_to, mix_layers(coefficients, taken))
+                    out[-1].index_copy_(0, rows_to, taken[-1])
+                else:
+                    for layer, state in zip(out, states):
+                        layer.index_copy_(0, rows_to, state.reshape(cells, -1)[positions].float())
             # span sums for pooling, on the device; one copy to the host for the whole batch
             index = torch.from_numpy(np.concatenate([dst, wp_span, np.flatnonzero(content)])).to(device)
             real_rows, owners, keep = index[: len(dst)], index[len(dst): 2 * len(dst)], index[2 * len(dst):]
@@ -433,6 +468,44 @@ class BulkTransformerForward:
             sums[1].index_add_(0, owners[keep], real[keep])
             span_sums = sums.cpu().numpy()
         return out, (span_sums[0], span_sums[1])
+
+
+    def _output_buffer(self, shape: tuple[int, int, int], device: Any, written: np.ndarray) -> Any:
+        """A float32 tensor of `shape` that is zero at every row but `written` (which `_run` fills).
+
+        On the CPU it reuses the previous batch's buffer once no doc holds a view of it: a fresh
+        allocation of this size is mapped anew by the C library and faulted in page by page, a cost
+        as large as a tagger's. On a GPU torch's caching allocator already reuses device memory.
+        """
+        import torch
+
+        if device.type != "cpu":
+            return torch.zeros(shape, dtype=torch.float32, device=device)
+        size = shape[0] * shape[1] * shape[2]
+        spare = self._spare
+        in_use = self._spare_users is not None and self._spare_users() is not None
+        if spare is None or in_use or spare.numel() < size:
+            self._spare, self._spare_users = torch.zeros(size, dtype=torch.float32), None
+            return self._spare.view(shape)
+        out = spare[:size].view(shape)
+        unwritten = np.ones(shape[1], dtype=bool)
+        unwritten[written] = False
+        out.index_fill_(1, torch.from_numpy(np.flatnonzero(unwritten)), 0.0)
+        return out
+
+    def release(self) -> None:
+        """Drop the spare output buffer (between units: memory goes back to the OS with the rest)."""
+        self._spare, self._spare_users = None, None
+
+
+def mix_layers(coefficients: list[float], layers: Any) -> Any:
+    """Σ c_l · layers[l] (numpy, cupy or torch arrays), elementwise in a fixed order: the same rows
+    give the same floats wherever it runs and whatever else is in the batch (a BLAS reduction's
+    blocking could differ)."""
+    mixed = layers[0] * coefficients[0]
+    for c, layer in zip(coefficients[1:], layers[1:]):
+        mixed += layer * c
+    return mixed
 
 
 def _no_backprop(d_output: Any) -> Any:

@@ -1,6 +1,8 @@
 """The default pipeline's layer mix (operators/architectures.py), and the bulk forward that feeds
 it every layer's hidden states (operators/transformer.py)."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import spacy
@@ -52,23 +54,43 @@ def test_training_moved_the_mix_off_an_even_one(mix_pipeline_dir):
         assert weights.shape == (TINY_LAYERS,) and np.ptp(weights) > 1e-4  # gradients reached it
 
 
-def test_bulk_forward_keeps_every_layer_as_spacy_transformers_does(mix_pipeline_dir):
+def test_bulk_forward_mixes_the_layers_and_keeps_the_last_as_spacy_transformers_does(mix_pipeline_dir):
+    """The listeners' mixes are computed in the forward pass: the batch keeps each mix and the last
+    layer; with no mix registered it keeps every layer, as spacy-transformers does."""
+    from operators.architectures import mix_coefficients
+    from operators.transformer import BATCH_ALIGNMENT_ATTR, mix_layers
+
     texts = SAMPLE_TEXTS * 2 + EDGE_TEXTS
     bulk = load_pipeline(mix_pipeline_dir, use_gpu=False, max_wordpieces=24, token_budget=64)
+    every = load_pipeline(mix_pipeline_dir, use_gpu=False, max_wordpieces=24, token_budget=64)
+    every.forward.mixes.clear()
     plain = load_pipeline(mix_pipeline_dir, use_gpu=False, max_wordpieces=24, bulk=False)
-    for a, b in zip(bulk.nlp.pipe(texts, batch_size=8), plain.nlp.pipe(texts, batch_size=8)):
-        assert [t.tag_ for t in a] == [t.tag_ for t in b]
-        assert [(e.start, e.end, e.label_) for e in a.ents] == [(e.start, e.end, e.label_) for e in b.ents]
-        x, y = a._.trf_data, b._.trf_data
-        if "last_hidden_state" not in y.model_output:  # no spans (empty text): nothing from either
-            assert "hidden_states" not in x.model_output
+    mixes = _mixes(bulk.nlp)
+    assert sorted(bulk.forward.mixes) == sorted(m.id for m in mixes) and len(mixes) == 2
+    checked = 0
+    for a, e, b in zip(bulk.nlp.pipe(texts, batch_size=8), every.nlp.pipe(texts, batch_size=8), plain.nlp.pipe(texts, batch_size=8)):
+        assert [t.tag_ for t in a] == [t.tag_ for t in e] == [t.tag_ for t in b]
+        assert [(x.start, x.end, x.label_) for x in a.ents] == [(x.start, x.end, x.label_) for x in b.ents]
+        x, y, z = a._.trf_data, e._.trf_data, b._.trf_data
+        if "last_hidden_state" not in z.model_output:  # no spans (empty text): nothing from any
+            assert "hidden_states" not in x.model_output and "hidden_states" not in y.model_output
             continue
-        assert len(x.model_output.hidden_states) == len(y.model_output.hidden_states) == TINY_LAYERS
+        assert "hidden_states" not in x.model_output
+        assert len(y.model_output.hidden_states) == len(z.model_output.hidden_states) == TINY_LAYERS
         # the last layer is what pooling and every last-layer listener read, unchanged
-        np.testing.assert_array_equal(x.model_output.hidden_states[-1], x.model_output.last_hidden_state)
+        np.testing.assert_array_equal(y.model_output.hidden_states[-1], y.model_output.last_hidden_state)
+        np.testing.assert_array_equal(x.model_output.last_hidden_state, y.model_output.last_hidden_state)
         for i, n in enumerate(x.wordpieces.lengths):
-            for layer_x, layer_y in zip(x.model_output.hidden_states, y.model_output.hidden_states):
-                np.testing.assert_allclose(layer_x[i, :n], layer_y[i, :n], atol=1e-5)
+            for layer_y, layer_z in zip(y.model_output.hidden_states, z.model_output.hidden_states):
+                np.testing.assert_allclose(layer_y[i, :n], layer_z[i, :n], atol=1e-5)
+        # each mix, at the rows the doc's tokens align to: the mix of every layer's rows
+        ref = getattr(x, BATCH_ALIGNMENT_ATTR)
+        rows = ref.batch.rows[ref.rows]
+        layers = getattr(y, BATCH_ALIGNMENT_ATTR).batch.layers
+        for mix in mixes:
+            np.testing.assert_array_equal(ref.batch.mixed[mix.id][rows], mix_layers(mix_coefficients(mix), layers[:, rows]))
+        checked += 1
+    assert checked >= len(SAMPLE_TEXTS)
 
 
 def test_the_mix_pools_a_bulk_batch_at_once_to_the_same_token_vectors(mix_pipeline_dir):
@@ -76,15 +98,23 @@ def test_the_mix_pools_a_bulk_batch_at_once_to_the_same_token_vectors(mix_pipeli
 
     p = load_pipeline(mix_pipeline_dir, use_gpu=False, max_wordpieces=24, token_budget=64)
     texts = SAMPLE_TEXTS * 2 + EDGE_TEXTS
+    mix = _mixes(p.nlp)[0]
+    bulk = mix.predict([doc._.trf_data for doc in p.nlp.pipe(texts, batch_size=len(texts))])
+    # docs of two bulk passes at once: each pooled from its own pass's mix
+    halves = [[doc._.trf_data for doc in p.nlp.pipe(part, batch_size=len(part))] for part in (texts[:5], texts[5:])]
+    for a, b in zip(mix.predict(halves[0] + halves[1]), mix.predict(halves[0]) + mix.predict(halves[1])):
+        np.testing.assert_array_equal(a, b)
+    p.forward.mixes.clear()  # every layer kept: the mix computed from them, with and without the batch
     trf_datas = [doc._.trf_data for doc in p.nlp.pipe(texts, batch_size=len(texts))]
     assert all(getattr(t, BATCH_ALIGNMENT_ATTR).batch.layers is not None
                for t in trf_datas if hasattr(t, BATCH_ALIGNMENT_ATTR))
-    mix = _mixes(p.nlp)[0]
-    bulk = mix.predict(trf_datas)
+    from_layers = mix.predict(trf_datas)
     for t in trf_datas:  # the same outputs without the batch's alignment: doc by doc
         if hasattr(t, BATCH_ALIGNMENT_ATTR):
             delattr(t, BATCH_ALIGNMENT_ATTR)
     by_doc = mix.predict(trf_datas)
+    for a, b in zip(bulk, from_layers):
+        np.testing.assert_array_equal(a, b)
     assert [a.shape for a in bulk] == [b.shape for b in by_doc]
     assert sum(a.shape[0] for a in bulk) > 100
     for a, b in zip(bulk, by_doc):
@@ -152,6 +182,19 @@ def test_a_transformer_without_every_layer_is_refused_with_what_to_set():
     data.model_output = ModelOutput(last_hidden_state=layers[-1])  # only the last layer: not mixed 7 times
     with pytest.raises(ValueError, match="output_hidden_states"):
         model.predict([data])
+    # the bulk forward refuses such a mix when the pipeline loads, before any batch
+    from operators.errors import ModelError
+    from operators.transformer import BulkTransformerForward
+
+    forward = BulkTransformerForward.__new__(BulkTransformerForward)
+    forward.hf_model, forward.all_layers, forward.mixes = SimpleNamespace(config=SimpleNamespace(num_hidden_layers=6)), False, {}
+    with pytest.raises(ModelError, match="output_hidden_states"):
+        forward.add_mix(model.id, 7, lambda: [1.0] * 7)
+    forward.all_layers = True
+    with pytest.raises(ModelError, match="expects 8"):
+        forward.add_mix(model.id, 8, lambda: [1.0] * 8)
+    forward.add_mix(model.id, 7, lambda: [1.0] * 7)
+    assert list(forward.mixes) == [model.id]
     # the listener's zeros for a doc the (disabled) transformer did not run on: zero vectors
     (out,) = model.predict([TransformerData.zeros(3, 4)])
     assert out.shape == (3, 4) and not out.any()

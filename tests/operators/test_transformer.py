@@ -130,3 +130,31 @@ def test_listeners_pool_a_bulk_batch_at_once_to_the_same_token_vectors(trf_pipel
     assert fallbacks == [1]
     for a, b in zip(mixed, original(pooling, trf_datas[:3] + other, False)[0]):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_output_buffer_is_reused_only_once_no_doc_holds_a_view_of_it(trf_pipeline_dir):
+    p, fresh = (load_pipeline(trf_pipeline_dir, use_gpu=False, max_wordpieces=24, token_budget=64) for _ in range(2))
+    texts = SAMPLE_TEXTS + EDGE_TEXTS
+    small = SAMPLE_TEXTS[1:]
+
+    def outputs(pipeline, batch):
+        return [np.array(doc._.trf_data.model_output.get("last_hidden_state", np.zeros(0)))
+                for doc in pipeline.nlp.pipe(batch, batch_size=len(batch))]
+
+    kept = [doc._.trf_data for doc in p.nlp.pipe(texts, batch_size=len(texts))]
+    first = [np.array(t.model_output.get("last_hidden_state", np.zeros(0))) for t in kept]
+    held = p.forward._spare
+    assert held is not None and sum(a.size for a in first) > 1000
+    other = outputs(p, small[::-1])  # fits the first buffer, but `kept` still sees it: a new one is made
+    assert p.forward._spare is not held and sum(a.size for a in other) > 100
+    for t, a in zip(kept, first):
+        np.testing.assert_array_equal(t.model_output.get("last_hidden_state", np.zeros(0)), a)
+    spare = p.forward._spare
+    # nothing holds the second buffer now: reused, with the rows laid out differently, so the padding
+    # of this batch's docs lies where the last batch wrote values, and must be zero again
+    again = outputs(p, small)
+    assert p.forward._spare is spare
+    expected = outputs(fresh, small)
+    assert [a.shape for a in again] == [a.shape for a in expected]
+    for a, b in zip(again, expected):
+        np.testing.assert_array_equal(a, b)
