@@ -124,20 +124,10 @@ def _layer_mix_forward(model: Model, trf_datas: list[Any], is_train: bool) -> tu
     share, scale, coefficients = _mix_parts(model)
 
     refs, batch = bulk_batch(trf_datas, is_train)
-    if batch is not None and model.id in batch.mixed:  # the forward pass mixed the layers (BulkTransformerForward.add_mix)
-        mixed = batch.mixed[model.id]
-        return pool_bulk(model, refs, batch, lambda rows: mixed[rows]), _no_backprop
+    if not is_train and _mixed_by_forward(model, trf_datas, refs):  # BulkTransformerForward.add_mix
+        return _pool_mixed(model, refs), _no_backprop
     if batch is not None and batch.layers is not None:
         return pool_bulk(model, refs, batch, lambda rows: _mix_rows(coefficients, batch.layers, rows)), _no_backprop
-    if batch is None and not is_train and _mixed_by_forward(model, trf_datas, refs):  # docs of several bulk passes
-        outputs = [ops.alloc2f(0, 0) for _ in trf_datas]
-        for one in {id(r.batch): r.batch for r in refs if r is not None}.values():
-            mixed = one.mixed[model.id]
-            pooled = pool_bulk(model, [r if r is not None and r.batch is one else None for r in refs], one, lambda rows: mixed[rows])
-            for i, (r, vectors) in enumerate(zip(refs, pooled)):
-                if r is not None and r.batch is one:
-                    outputs[i] = vectors
-        return outputs, _no_backprop
 
     # doc by doc (training, spacy-transformers' own forward): each doc's wordpiece rows that its
     # tokens align to, every layer, then mixed and pooled for the whole batch at once
@@ -188,6 +178,21 @@ def _mixed_by_forward(model: Model, trf_datas: list[Any], refs: list[Any]) -> bo
     return any(r is not None for r in refs) and all(
         model.id in r.batch.mixed if r is not None else "last_hidden_state" not in t.model_output
         for r, t in zip(refs, trf_datas))
+
+
+def _pool_mixed(model: Model, refs: list[Any]) -> list[Floats2d]:
+    """Token vectors from the mixes the bulk passes computed: one pooling call per pass (one in
+    corpus-nlp's annotation, where a batch is one pass)."""
+    from .transformer import pool_bulk
+
+    outputs = [model.ops.alloc2f(0, 0) for _ in refs]  # as trfs2arrays for a doc without output
+    for batch in {id(r.batch): r.batch for r in refs if r is not None}.values():
+        mixed = batch.mixed[model.id]
+        pooled = pool_bulk(model, [r if r is not None and r.batch is batch else None for r in refs], batch, lambda rows: mixed[rows])
+        for i, r in enumerate(refs):
+            if r is not None and r.batch is batch:
+                outputs[i] = pooled[i]
+    return outputs
 
 
 def _zero_gradient(trf_data: Any) -> Any:
