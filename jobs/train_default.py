@@ -88,9 +88,11 @@ def train(
     max_sents: int = 10,
     limit_docs: int | None = None,
     overrides: dict | None = None,
+    final_learn_rate: float | None = None,
 ) -> dict:
     """Train the heads and write them to `output`; `overrides`: config values to change, for
-    experiments (e.g. {"components.ner.model.hidden_width": 128})."""
+    experiments (e.g. {"components.ner.model.hidden_width": 128}); `final_learn_rate`: the learning
+    rate decays geometrically from the optimizer's to this one over the epochs (None: constant)."""
     import spacy
     from spacy.training.batchers import minibatch_by_words
     from thinc.api import Config
@@ -133,8 +135,11 @@ def train(
     heads = ["senter", "tok2vec", "tagger", "parser", "ner"]
     best: tuple[float, int, dict] = (-1.0, -1, {})
     history = []
+    initial_learn_rate = optimizer.learn_rate
     for epoch in range(epochs):
         t0 = time.perf_counter()
+        if final_learn_rate is not None and epochs > 1:
+            optimizer.learn_rate = initial_learn_rate * (final_learn_rate / initial_learn_rate) ** (epoch / (epochs - 1))
         examples = sets["train"][:]
         random.shuffle(examples)
         losses: dict[str, float] = {}
@@ -147,6 +152,7 @@ def train(
             if scores["selection"] > best[0]:
                 best = (scores["selection"], epoch, {name: nlp.get_pipe(name).to_bytes() for name in heads})
         scores["epoch"] = epoch
+        scores["learn_rate"] = float(optimizer.learn_rate)
         scores["seconds"] = round(time.perf_counter() - t0, 1)
         scores["losses"] = {k: round(float(v), 1) for k, v in losses.items()}
         history.append(scores)
@@ -279,7 +285,8 @@ def command(
     epochs: Annotated[int, typer.Option(help="Passes over the training documents; the best on held-out data is kept")] = 12,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     limit_docs: Annotated[int | None, typer.Option(help="Use only the first N documents of each EWT split (smoke runs)")] = None,
+    final_learn_rate: Annotated[float | None, typer.Option(help="Decay the learning rate geometrically to this over the epochs")] = None,
 ) -> None:
     """Train the default pipeline's heads on EWT over a frozen all-MiniLM-L6-v2 (CPU, minutes)."""
-    result = train(ewt, output, epochs, seed, limit_docs=limit_docs)
+    result = train(ewt, output, epochs, seed, limit_docs=limit_docs, final_learn_rate=final_learn_rate)
     console.print(f"best epoch {result['best_epoch']}; wrote {output}")

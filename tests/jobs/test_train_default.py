@@ -25,8 +25,9 @@ def test_train_ship_assemble_reproduces(tmp_path):
     (heads / "training.json").write_text("{}")
     (heads / "README.md").write_text("model card")
     (heads / "stale.bin").write_text("old")
-    result = train(str(EWT), str(heads), epochs=1, seed=0, limit_docs=4)
-    assert [h["epoch"] for h in result["history"]] == [0]
+    result = train(str(EWT), str(heads), epochs=2, seed=0, limit_docs=4, final_learn_rate=2e-4)
+    assert [h["epoch"] for h in result["history"]] == [0, 1]
+    assert [h["learn_rate"] for h in result["history"]] == pytest.approx([1e-3, 2e-4])  # the config's, decayed to the last
     assert {"config.cfg", "meta.json", "tagger", "parser", "ner", "tok2vec", "senter", "lemmatizer"} <= {p.name for p in heads.iterdir()}
     assert (heads / "README.md").read_text() == "model card" and not (heads / "stale.bin").exists()
     assert not (heads / "transformer").exists()  # shipped without the transformer's weights
