@@ -474,8 +474,9 @@ class BulkTransformerForward:
         """A float32 tensor of `shape` that is zero at every row but `written` (which `_run` fills).
 
         On the CPU it reuses the previous batch's buffer once no doc holds a view of it: a fresh
-        allocation of this size is mapped anew by the C library and faulted in page by page, a cost
-        as large as a tagger's. On a GPU torch's caching allocator already reuses device memory.
+        allocation of this size is mapped anew by the C library and faulted in page by page, each
+        batch. The buffer stays between batches at the largest batch's size (which --batch-chars
+        bounds). On a GPU torch's caching allocator already reuses device memory.
         """
         import torch
 
@@ -492,10 +493,6 @@ class BulkTransformerForward:
         unwritten[written] = False
         out.index_fill_(1, torch.from_numpy(np.flatnonzero(unwritten)), 0.0)
         return out
-
-    def release(self) -> None:
-        """Drop the spare output buffer (between units: memory goes back to the OS with the rest)."""
-        self._spare, self._spare_users = None, None
 
 
 def mix_layers(coefficients: list[float], layers: Any) -> Any:
