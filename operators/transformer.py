@@ -256,8 +256,9 @@ class BulkTransformerForward:
         the last layer, not every layer. `key` is what the listener finds its mix by in the batch."""
         states = int(self.hf_model.config.num_hidden_layers) + 1
         if not self.all_layers or n_layers != states:
-            raise errors.ModelError(f"the transformer gives {states if self.all_layers else 1} hidden states; a layer mix expects "
-                             f"{n_layers} (set output_hidden_states in the transformer's config, and `layers` to its layers + 1)")
+            raise errors.ModelError(f"the transformer gives {states if self.all_layers else 1} hidden states; a layer mix "
+                                    f"expects {n_layers} (set output_hidden_states in the transformer's config, and "
+                                    "`layers` to its layers + 1)")
         self.mixes[key] = coefficients
 
     def __call__(self, model: Any, docs: list[Doc], is_train: bool) -> tuple[Any, Any]:
@@ -468,7 +469,6 @@ class BulkTransformerForward:
             sums[1].index_add_(0, owners[keep], real[keep])
             span_sums = sums.cpu().numpy()
         return out, (span_sums[0], span_sums[1])
-
 
     def _output_buffer(self, shape: tuple[int, int, int], device: Any, written: np.ndarray) -> Any:
         """A float32 tensor of `shape` that is zero at every row but `written` (which `_run` fills).
