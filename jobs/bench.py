@@ -370,9 +370,8 @@ def count_words(docs) -> int:
 def bench_nlp_pipe(model: str, texts: list[str], batch_sizes: list[int], use_gpu: bool, n_process: int = 1) -> dict:
     from operators.pipeline import load_pipeline
 
-    # spaCy as it comes: spacy-transformers' own forward (bulk=False), one padded call per sub-batch;
-    # spaCy's own attribute ruler and lemmatizer, thinc's own matrix products
-    nlp = load_pipeline(model, use_gpu=use_gpu, max_wordpieces=256, bulk=False, bulk_rules=False, numpy_blas=False).nlp
+    # spaCy as it comes: spacy-transformers' own forward (bulk=False), one padded call per sub-batch
+    nlp = load_pipeline(model, use_gpu=use_gpu, max_wordpieces=256, bulk=False).nlp
     best: dict[str, Any] = {}
     for batch_size in batch_sizes:
         start = time.perf_counter()

@@ -21,7 +21,6 @@ or spacy-transformers is made through operators/patches.py.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
 from dataclasses import dataclass, field
@@ -32,10 +31,10 @@ import spacy
 from spacy.language import Language
 from spacy.pipeline import Sentencizer, Tagger
 from spacy.tokens import Doc, Span
-from thinc.api import Model, use_ops
+from thinc.api import Model
 from thinc.backends import get_array_ops
 
-from . import cpu_ops, errors, patches
+from . import errors, patches
 from .bulk_rules import use_bulk_rules
 from .config import DEFAULT_TOKEN_BUDGET, Pooling, Precision
 from .doc_arrays import SPANS_KEY, sentence_token_starts, token_offsets
@@ -97,15 +96,13 @@ def load_pipeline(
     exclude: tuple[str, ...] = (),
     bulk: bool = True,
     bulk_rules: bool = True,
-    numpy_blas: bool = True,
 ) -> Pipeline:
     """Load `name` (package or path) once, on this process's GPU when `use_gpu`, and prepare it.
 
     token_budget None: DEFAULT_TOKEN_BUDGET for the device. exclude: components not to load (each
     must be one of the pipeline's). bulk=False leaves spacy-transformers' own forward as it is (the
     benchmark's baseline: capped sentence spans, no bulk path, fp32). bulk_rules=False keeps spaCy's
-    own AttributeRuler and Lemmatizer (what the bulk ones are tested against). numpy_blas: on the
-    CPU, the heads' matrix products through numpy's BLAS (operators/cpu_ops.py); False keeps thinc's.
+    own AttributeRuler and Lemmatizer (what the bulk ones are tested against).
     """
     if use_gpu:
         try:
@@ -119,8 +116,7 @@ def load_pipeline(
     if exclude:
         check_exclude(name, exclude)
     try:
-        with use_ops(cpu_ops.NAME) if numpy_blas and not use_gpu else contextlib.nullcontext():
-            nlp = spacy.load(resolve(name), exclude=list(exclude))
+        nlp = spacy.load(resolve(name), exclude=list(exclude))
     except (OSError, ImportError) as exc:
         raise errors.model_not_found(name, exc) from exc
     _check_listeners(nlp, name, exclude)
