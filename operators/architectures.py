@@ -77,18 +77,6 @@ def _layer_mix_init(model: Model, X: Any = None, Y: Any = None) -> None:
     model.set_param("scale", model.ops.asarray1f([1.0]))
 
 
-def _mix_rows(coefficients: list[float], layers: Any, rows: Any) -> Any:
-    """`mix_layers(coefficients, layers[:, rows])`, the same floats, one layer's rows at a time: no
-    gathered copy of every layer (gathering all layers at once is several times slower)."""
-    mixed = layers[0][rows]
-    mixed *= coefficients[0]
-    for c, layer in zip(coefficients[1:], layers[1:]):
-        part = layer[rows]
-        part *= c
-        mixed += part
-    return mixed
-
-
 def _layer_stack(trf_data: Any, n_layers: int) -> Any:
     """(n_layers, rows, width) hidden states of one doc's output, rows flattened over its spans."""
     output = trf_data.model_output
@@ -118,16 +106,14 @@ def _mix_parts(model: Model) -> tuple[np.ndarray, float, list[float]]:
 
 
 def _layer_mix_forward(model: Model, trf_datas: list[Any], is_train: bool) -> tuple[list[Floats2d], Any]:
-    from .transformer import bulk_batch, mix_layers, pool_bulk
+    from .transformer import BATCH_ALIGNMENT_ATTR, mix_layers
 
     ops, pooling, n_layers = model.ops, model.layers[0], model.get_dim("nL")
     share, scale, coefficients = _mix_parts(model)
 
-    refs, batch = bulk_batch(trf_datas, is_train)
+    refs = [getattr(t, BATCH_ALIGNMENT_ATTR, None) for t in trf_datas]
     if not is_train and _mixed_by_forward(model, trf_datas, refs):  # BulkTransformerForward.add_mix
         return _pool_mixed(model, refs), _no_backprop
-    if batch is not None and batch.layers is not None:
-        return pool_bulk(model, refs, batch, lambda rows: _mix_rows(coefficients, batch.layers, rows)), _no_backprop
 
     # doc by doc (training, spacy-transformers' own forward): each doc's wordpiece rows that its
     # tokens align to, every layer, then mixed and pooled for the whole batch at once

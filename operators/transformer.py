@@ -143,7 +143,6 @@ class BatchAlignment:
     hidden: Any  # (rows, width): every doc's block, back to back
     rows: Any  # (n_aligned,) int32: each token's wordpiece rows, token after token
     lengths: Any  # (n_tokens,) int32: rows per token
-    layers: Any = None  # (n_layers + 1, rows, width): every layer's hidden states, when kept (see `_run`)
     mixed: dict[int, Any] = field(default_factory=dict)  # a layer mix's id -> its (rows, width) mixed states
 
 
@@ -373,9 +372,7 @@ class BulkTransformerForward:
         if hidden_xp is not None:  # the listeners' alignment of the whole batch, in one copy to its device
             xp = get_array_module(hidden_xp)
             both = xp.asarray(np.concatenate([align_rows.astype(np.int32), per_token32]))
-            batch = BatchAlignment(hidden_xp, both[: len(align_rows)], both[len(align_rows):],
-                                   layers_xp if self.all_layers and not mixes else None,
-                                   dict(zip(mixes, layers_xp)))
+            batch = BatchAlignment(hidden_xp, both[: len(align_rows)], both[len(align_rows):], dict(zip(mixes, layers_xp)))
         doc_data, token_start = [], 0
         for d, n_tokens in enumerate(token_counts):
             first, last = (int(align_end[t - 1]) if t else 0 for t in (token_start, token_start + n_tokens))

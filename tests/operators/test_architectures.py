@@ -1,5 +1,5 @@
-"""The default pipeline's layer mix (operators/architectures.py), and the bulk forward that feeds
-it every layer's hidden states (operators/transformer.py)."""
+"""The default pipeline's layer mix (operators/architectures.py), and the bulk forward that computes
+it from every layer's hidden states (operators/transformer.py)."""
 
 from types import SimpleNamespace
 
@@ -86,16 +86,16 @@ def test_bulk_forward_mixes_the_layers_and_keeps_the_last_as_spacy_transformers_
         # each mix, at the rows the doc's tokens align to: the mix of every layer's rows
         ref = getattr(x, BATCH_ALIGNMENT_ATTR)
         rows = ref.batch.rows[ref.rows]
-        layers = getattr(y, BATCH_ALIGNMENT_ATTR).batch.layers
+        width = y.model_output.last_hidden_state.shape[-1]
+        local = np.asarray(y.align.dataXd).ravel()  # the same rows, numbered within the doc's block
+        layers = [h.reshape(-1, width)[local] for h in y.model_output.hidden_states]
         for mix in mixes:
-            np.testing.assert_array_equal(ref.batch.mixed[mix.id][rows], mix_layers(mix_coefficients(mix), layers[:, rows]))
+            np.testing.assert_array_equal(ref.batch.mixed[mix.id][rows], mix_layers(mix_coefficients(mix), layers))
         checked += 1
     assert checked >= len(SAMPLE_TEXTS)
 
 
 def test_the_mix_pools_a_bulk_batch_at_once_to_the_same_token_vectors(mix_pipeline_dir):
-    from operators.transformer import BATCH_ALIGNMENT_ATTR
-
     p = load_pipeline(mix_pipeline_dir, use_gpu=False, max_wordpieces=24, token_budget=64)
     texts = SAMPLE_TEXTS * 2 + EDGE_TEXTS
     mix = _mixes(p.nlp)[0]
@@ -104,17 +104,10 @@ def test_the_mix_pools_a_bulk_batch_at_once_to_the_same_token_vectors(mix_pipeli
     halves = [[doc._.trf_data for doc in p.nlp.pipe(part, batch_size=len(part))] for part in (texts[:5], texts[5:])]
     for a, b in zip(mix.predict(halves[0] + halves[1]), mix.predict(halves[0]) + mix.predict(halves[1])):
         np.testing.assert_array_equal(a, b)
-    p.forward.mixes.clear()  # every layer kept: the mix computed from them, with and without the batch
+    p.forward.mixes.clear()  # every layer kept, the mix computed from them doc by doc: the same vectors
     trf_datas = [doc._.trf_data for doc in p.nlp.pipe(texts, batch_size=len(texts))]
-    assert all(getattr(t, BATCH_ALIGNMENT_ATTR).batch.layers is not None
-               for t in trf_datas if hasattr(t, BATCH_ALIGNMENT_ATTR))
-    from_layers = mix.predict(trf_datas)
-    for t in trf_datas:  # the same outputs without the batch's alignment: doc by doc
-        if hasattr(t, BATCH_ALIGNMENT_ATTR):
-            delattr(t, BATCH_ALIGNMENT_ATTR)
+    assert all(len(t.model_output.hidden_states) == TINY_LAYERS for t in trf_datas if "last_hidden_state" in t.model_output)
     by_doc = mix.predict(trf_datas)
-    for a, b in zip(bulk, from_layers):
-        np.testing.assert_array_equal(a, b)
     assert [a.shape for a in bulk] == [b.shape for b in by_doc]
     assert sum(a.shape[0] for a in bulk) > 100
     for a, b in zip(bulk, by_doc):
