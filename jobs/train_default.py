@@ -98,6 +98,7 @@ def train(
     from thinc.api import Config
 
     import operators.architectures  # noqa: F401  (registers the corpus_nlp.* architectures)
+    from operators import errors
     from operators.pipeline import CappedSentenceSpans
     from operators.training import adapt_tokenizer
 
@@ -128,7 +129,10 @@ def train(
         for label in sorted(set().union(*actions.values())):
             if label and label not in ("-",):
                 proc.add_label(label)
-    optimizer = nlp.initialize(lambda: sets["train"])
+    optimizer = nlp.initialize(lambda: sets["train"])  # the config's [training.optimizer]
+    if optimizer.averages is None:
+        raise errors.training_without_averages(str(TRAIN_CONFIG))
+    dropout = nlp.config["training"]["dropout"]
     # initialize() re-loaded the transformer; keep the capped sentence spans
     trf.model.attrs["get_spans"] = CappedSentenceSpans(trf.model.tokenizer, 256)
 
@@ -144,9 +148,9 @@ def train(
         random.shuffle(examples)
         losses: dict[str, float] = {}
         for batch in minibatch_by_words(examples, size=1000):
-            nlp.update(batch, sgd=optimizer, drop=0.1, losses=losses, exclude=["transformer"])
-        # as spaCy's own training loop: score and keep the averaged parameters, which are far
-        # steadier from epoch to epoch than the last update's
+            nlp.update(batch, sgd=optimizer, drop=dropout, losses=losses, exclude=["transformer"])
+        # score and keep the optimizer's moving averages of the weights, not the last update's (as
+        # spaCy's own training loop does when the config turns them on)
         with nlp.use_params(optimizer.averages):
             scores = selection_scores(nlp, sets)
             if scores["selection"] > best[0]:
@@ -282,7 +286,7 @@ def assemble_command() -> None:
 def command(
     output: Annotated[str, typer.Option(help="Folder for the trained heads (the repo keeps them in operators/default_model/)")] = "operators/default_model/corpus_nlp_minilm",
     ewt: Annotated[str, typer.Option(help="UD English-EWT folder (../shared/data/ewt)")] = DEFAULT_EWT,
-    epochs: Annotated[int, typer.Option(help="Passes over the training documents; the best on held-out data is kept")] = 12,
+    epochs: Annotated[int, typer.Option(help="Passes over the training documents; the best on held-out data is kept")] = 20,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     limit_docs: Annotated[int | None, typer.Option(help="Use only the first N documents of each EWT split (smoke runs)")] = None,
     final_learn_rate: Annotated[float | None, typer.Option(help="Decay the learning rate geometrically to this over the epochs")] = None,

@@ -132,6 +132,13 @@ def not_a_trained_model_folder(output: str, why: str) -> ConfigError:
     )
 
 
+def training_without_averages(config: str) -> ConfigError:
+    return ConfigError(
+        f"train-default needs the optimizer's moving averages of the weights: it scores and keeps them "
+        f"each epoch. Set use_averages = true under [training.optimizer] in {config}."
+    )
+
+
 def actors_did_not_start(actors: int, gpus: float, cpus: float, timeout_s: int) -> CorpusNLPError:
     return CorpusNLPError(
         f"the cluster did not start {actors} pipeline actor(s) asking for {gpus:g} GPU and {cpus:g} CPU each "

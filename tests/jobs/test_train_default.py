@@ -63,3 +63,17 @@ def test_train_default_refuses_a_folder_it_did_not_write(tmp_path, holds):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "README.md").write_text("card only")
     check_output(str(tmp_path / "empty"))
+
+
+def test_train_default_needs_the_optimizers_averages(tmp_path, monkeypatch):
+    """Each epoch is scored and kept with the optimizer's averaged weights; without them it stops."""
+    import jobs.train_default as train_default
+    from operators.errors import ConfigError
+
+    config = tmp_path / "no_averages.cfg"
+    text = train_default.TRAIN_CONFIG.read_text()
+    assert "use_averages = true" in text
+    config.write_text(text.replace("use_averages = true", "use_averages = false"))
+    monkeypatch.setattr(train_default, "TRAIN_CONFIG", config)
+    with pytest.raises(ConfigError, match="use_averages = true under \\[training.optimizer\\]"):
+        train_default.train(str(EWT), str(tmp_path / "heads"), epochs=1, seed=0, limit_docs=1)
