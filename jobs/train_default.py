@@ -108,6 +108,9 @@ def train(
     spacy.util.fix_random_seed(seed)
     config = Config().from_disk(TRAIN_CONFIG, overrides={"components.tok2vec.model.encode.width": width, **(overrides or {})})
     nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
+    if not nlp.config["training"]["optimizer"].get("use_averages"):  # before the minutes of features
+        raise errors.training_without_averages(str(TRAIN_CONFIG))
+    dropout = nlp.config["training"]["dropout"]
     adapt_tokenizer(nlp)  # saved with the pipeline: annotation cuts text as EWT's gold does
     trf = nlp.get_pipe("transformer")
     trf.model.attrs["name"] = minilm_dir()  # the config keeps the hub name; the weights come from the package
@@ -130,9 +133,6 @@ def train(
             if label and label not in ("-",):
                 proc.add_label(label)
     optimizer = nlp.initialize(lambda: sets["train"])  # the config's [training.optimizer]
-    if optimizer.averages is None:
-        raise errors.training_without_averages(str(TRAIN_CONFIG))
-    dropout = nlp.config["training"]["dropout"]
     # initialize() re-loaded the transformer; keep the capped sentence spans
     trf.model.attrs["get_spans"] = CappedSentenceSpans(trf.model.tokenizer, 256)
 
