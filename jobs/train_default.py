@@ -2,8 +2,8 @@
 
 Pipeline: senter (own small CNN) → transformer (all-MiniLM-L6-v2, frozen) → tok2vec (a learned
 mix of the transformer's layers, pooled per token through a listener, joined with trainable hash
-embeddings) → tagger, parser, ner (listening to tok2vec) → attribute_ruler + lemmatizer
-(rule-based, from en_core_web_sm).
+embeddings) → tagger, parser, ner (listening to tok2vec; the ner is a span classifier,
+operators/span_ner.py) → attribute_ruler + lemmatizer (rule-based, from en_core_web_sm).
 
 The transformer is frozen, so its output is computed once per training document and kept on the
 doc (`doc._.trf_data`); every epoch then trains only the small heads, which keeps training on two
@@ -126,12 +126,11 @@ def train(
     add_transformer_features(trf, sets["train"] + sets["select"] + sets["dev_select"])
     console.print(f"transformer features: {time.perf_counter() - t0:.0f} s")
 
-    for name in ("parser", "ner"):  # spaCy 3.8.18 does not take transition labels from initialize
-        proc = nlp.get_pipe(name)
-        actions = proc.moves.get_actions(examples=sets["train"])
-        for label in sorted(set().union(*actions.values())):
-            if label and label not in ("-",):
-                proc.add_label(label)
+    parser = nlp.get_pipe("parser")  # spaCy 3.8.18 does not take transition labels from initialize
+    actions = parser.moves.get_actions(examples=sets["train"])
+    for label in sorted(set().union(*actions.values())):
+        if label and label not in ("-",):
+            parser.add_label(label)
     optimizer = nlp.initialize(lambda: sets["train"])  # the config's [training.optimizer]
     # initialize() re-loaded the transformer; keep the capped sentence spans
     trf.model.attrs["get_spans"] = CappedSentenceSpans(trf.model.tokenizer, 256)

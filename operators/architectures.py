@@ -15,6 +15,8 @@ from spacy.util import registry
 from thinc.api import Maxout, Model, chain, concatenate, with_array
 from thinc.types import Floats2d, Ragged
 
+from . import span_ner  # noqa: F401  (registers the entity recognizer and its model)
+
 
 @registry.architectures("corpus_nlp.TransformerHashEmbed.v1")
 def transformer_hash_embed(

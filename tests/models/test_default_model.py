@@ -35,6 +35,7 @@ def test_assembled_pipeline_loads_with_plain_spacy(assembled):
     nlp = spacy.load(assembled)
     assert nlp.pipe_names == ["senter", "transformer", "tok2vec", "tagger", "parser", "ner", "attribute_ruler", "lemmatizer"]
     assert set(nlp.get_pipe("ner").labels) == {"PER", "ORG", "LOC"}
+    assert nlp.get_pipe_meta("ner").factory == "corpus_nlp_span_ner"  # resolved through the entry point
     assert assemble() == assembled  # cached: a second call builds nothing
 
 
