@@ -35,8 +35,24 @@ def test_assembled_pipeline_loads_with_plain_spacy(assembled):
     nlp = spacy.load(assembled)
     assert nlp.pipe_names == ["senter", "transformer", "tok2vec", "tagger", "parser", "ner", "attribute_ruler", "lemmatizer"]
     assert set(nlp.get_pipe("ner").labels) == {"PER", "ORG", "LOC"}
-    assert nlp.get_pipe_meta("ner").factory == "corpus_nlp_span_ner"  # resolved through the entry point
+    assert nlp.get_pipe_meta("ner").factory == "corpus_nlp_span_ner"
     assert assemble() == assembled  # cached: a second call builds nothing
+
+
+def test_plain_spacy_finds_the_entity_recognizer_through_its_entry_point(assembled):
+    """In a fresh interpreter that never imports corpus-nlp, spacy.load resolves the ner's factory
+    and model from the installed package's entry points."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, spacy\n"
+        f"nlp = spacy.load({str(assembled)!r})\n"
+        "doc = nlp('Alice Johnson moved from Chicago to work for Google.')\n"
+        "print(nlp.get_pipe_meta('ner').factory, 'operators.span_ner' in sys.modules, len(doc.ents) > 0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd="/")
+    assert out.stdout.split() == ["corpus_nlp_span_ner", "True", "True"]
 
 
 def test_transformer_weights_are_the_packages(assembled):
